@@ -1,0 +1,52 @@
+# berth — run Cloudflare-style container apps on your own machine.
+# `make help` lists the targets.
+
+SHELL := /bin/bash
+GO ?= go
+BIN := bin/berth
+CACHE := .cache
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+# The example `make run` serves.
+RUN_EXAMPLE := examples/hello-container
+RUN_LISTEN ?= 127.0.0.1:8787
+TEST_TIMEOUT ?= 9m
+
+export BERTH_CACHE := $(CACHE)
+
+.PHONY: help build run test test-short lint bench engine clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+build: ## build bin/berth
+	$(GO) build -o $(BIN) ./cmd/berth
+
+engine: ## make sure a Docker engine answers (installs docker.io and starts dockerd if needed)
+	@scripts/engine.sh up
+
+run: build engine ## serve the example app on http://127.0.0.1:8787
+	CGO_ENABLED=0 $(GO) build -o $(RUN_EXAMPLE)/hello ./$(RUN_EXAMPLE)
+	$(BIN) container run --listen $(RUN_LISTEN) --port 8080 $(RUN_EXAMPLE)/Dockerfile
+
+test: ## run every test against a real Docker engine; stops a dockerd it started
+	@scripts/engine.sh up
+	@status=0; \
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./... || status=$$?; \
+	scripts/engine.sh sweep; \
+	scripts/engine.sh down; \
+	exit $$status
+
+test-short: ## run the tests that need no Docker engine
+	$(GO) test -short -count=1 ./...
+
+lint: ## gofmt, go vet and staticcheck
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
+
+bench: build engine ## benchmarks against the real engine (see docs/benchmarks.md)
+	CGO_ENABLED=0 $(GO) build -o /dev/null ./...
+	BERTH_BENCH=1 $(GO) test -count=1 -run '^$$' -bench . -benchtime 10x -timeout 30m ./internal/container/docker/
+
+clean: ## remove build outputs
+	rm -rf bin $(RUN_EXAMPLE)/hello
