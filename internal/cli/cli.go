@@ -61,6 +61,6 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 		}
 		return slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	}
-	root.AddCommand(newContainerCmd(stdout, stderr, logger))
+	root.AddCommand(newDevCmd(stdout, logger), newContainerCmd(stdout, stderr, logger))
 	return root
 }

@@ -1,0 +1,286 @@
+// Package dev is `berth dev`: it loads a project, bundles its Worker, serves
+// it, and rebuilds when the sources change, keeping the last good version
+// serving while a rebuild fails.
+package dev
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/joho/godotenv"
+
+	"github.com/berth-dev/berth/internal/bundle"
+	"github.com/berth-dev/berth/internal/config"
+	"github.com/berth-dev/berth/internal/worker"
+)
+
+// Options are the settings of one `berth dev` run.
+type Options struct {
+	// Dir is the project directory; ConfigPath overrides the config file
+	// found in it.
+	Dir        string
+	ConfigPath string
+	// IP and Port override the config's dev section; Port -1 means "not set"
+	// and 0 picks a free port.
+	IP   string
+	Port int
+	// Vars override the config's vars and .dev.vars.
+	Vars map[string]string
+	// Environ is the process environment, consulted only when it holds
+	// CLOUDFLARE_INCLUDE_PROCESS_ENV=true (as wrangler does).
+	Environ []string
+	Logger  *slog.Logger
+	// Out receives the lines a user watches for ("Ready on …", rebuilds).
+	Out io.Writer
+	// Watch rebuilds on source changes.
+	Watch bool
+	// Ready, if set, is called with the served URL once requests are
+	// accepted.
+	Ready func(url string)
+}
+
+// Server is a running `berth dev`.
+type Server struct {
+	opts    Options
+	cfg     *config.Config
+	log     *slog.Logger
+	current atomic.Pointer[version]
+	// inputs are the files of the last good bundle, absolute.
+	inputs []string
+}
+
+// Run serves the project until ctx ends.
+func Run(ctx context.Context, opts Options) error {
+	s, err := newServer(opts)
+	if err != nil {
+		return err
+	}
+	return s.run(ctx)
+}
+
+func newServer(opts Options) (*Server, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Out == nil {
+		opts.Out = io.Discard
+	}
+	path := opts.ConfigPath
+	if path == "" {
+		found, err := config.Find(opts.Dir)
+		if err != nil {
+			return nil, err
+		}
+		path = found
+	} else if !filepath.IsAbs(path) {
+		path = filepath.Join(opts.Dir, path)
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		return nil, err
+	}
+	for _, w := range cfg.Warnings {
+		opts.Logger.Warn(w, "config", path)
+	}
+	if cfg.Main == "" {
+		return nil, &config.Error{Path: path, Key: "main", Msg: "required: the Worker's entry module"}
+	}
+	return &Server{opts: opts, cfg: cfg, log: opts.Logger}, nil
+}
+
+func (s *Server) run(ctx context.Context) error {
+	w, err := s.build(ctx)
+	if err != nil {
+		return err
+	}
+	s.current.Store(&version{worker: w})
+	defer func() { s.current.Load().retire() }()
+
+	ln, err := net.Listen("tcp", s.listenAddr())
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	srv := &http.Server{
+		Handler:           http.HandlerFunc(s.serve),
+		ReadHeaderTimeout: 30 * time.Second,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+
+	url := "http://" + ln.Addr().String()
+	fmt.Fprintf(s.opts.Out, "Ready on %s\n", url)
+	if s.opts.Ready != nil {
+		s.opts.Ready(url)
+	}
+	if s.opts.Watch {
+		go s.watch(ctx)
+	}
+
+	select {
+	case <-ctx.Done():
+	case err := <-serveErr:
+		return fmt.Errorf("serve: %w", err)
+	}
+	shutdown, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutdown); err != nil {
+		s.log.Warn("shutdown: requests still in flight were cut", "err", err)
+	}
+	return nil
+}
+
+func (s *Server) serve(rw http.ResponseWriter, r *http.Request) {
+	v := s.acquire()
+	defer v.release()
+	v.worker.ServeHTTP(rw, r)
+}
+
+// acquire returns the current version, counted as in use until release.
+func (s *Server) acquire() *version {
+	for {
+		v := s.current.Load()
+		v.inflight.Add(1)
+		if s.current.Load() == v {
+			return v
+		}
+		v.release() // swapped meanwhile: use the new one
+	}
+}
+
+// swap makes w the version new requests get; the old one closes once its
+// last request is done.
+func (s *Server) swap(w *worker.Worker) {
+	s.current.Swap(&version{worker: w}).retire()
+}
+
+// version is one build of the Worker. Requests in flight on a replaced
+// version finish on it; it is closed when the last one is done.
+type version struct {
+	worker   *worker.Worker
+	inflight atomic.Int64
+	retired  atomic.Bool
+	closed   sync.Once
+}
+
+func (v *version) release() {
+	if v.inflight.Add(-1) == 0 && v.retired.Load() {
+		v.close()
+	}
+}
+
+func (v *version) retire() {
+	v.retired.Store(true)
+	if v.inflight.Load() == 0 {
+		v.close()
+	}
+}
+
+func (v *version) close() { v.closed.Do(func() { v.worker.Close() }) }
+
+func (s *Server) listenAddr() string {
+	ip := s.opts.IP
+	if ip == "" {
+		ip = s.cfg.Dev.IP
+	}
+	if ip == "" {
+		ip = "127.0.0.1"
+	}
+	port := s.opts.Port
+	if port < 0 {
+		port = s.cfg.Dev.Port
+		if port == 0 {
+			port = 8787
+		}
+	}
+	return net.JoinHostPort(ip, strconv.Itoa(port))
+}
+
+// build bundles the Worker and starts a new version of it.
+func (s *Server) build(ctx context.Context) (*worker.Worker, error) {
+	res, err := bundle.Build(ctx, bundle.Options{Entry: s.cfg.Main, Dir: s.cfg.Dir, Builtins: worker.Builtins})
+	if err != nil {
+		return nil, err
+	}
+	vars, err := s.vars()
+	if err != nil {
+		return nil, err
+	}
+	name := s.cfg.Name
+	if name == "" {
+		name = filepath.Base(s.cfg.Dir)
+	}
+	w, err := worker.New(ctx, worker.Config{
+		Name:   name,
+		Script: res.Code,
+		Vars:   vars,
+		Logger: s.log.With("worker", name),
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.inputs = s.inputs[:0]
+	for _, in := range res.Inputs {
+		s.inputs = append(s.inputs, filepath.Join(s.cfg.Dir, in))
+	}
+	return w, nil
+}
+
+// vars merges, lowest precedence first: the config's vars, the process
+// environment when asked for, .dev.vars, and --var flags.
+func (s *Server) vars() (map[string]any, error) {
+	vars := maps.Clone(s.cfg.Vars)
+	if vars == nil {
+		vars = map[string]any{}
+	}
+	if slices.Contains(s.opts.Environ, "CLOUDFLARE_INCLUDE_PROCESS_ENV=true") {
+		for _, kv := range s.opts.Environ {
+			if k, v, ok := strings.Cut(kv, "="); ok && k != "" {
+				vars[k] = v
+			}
+		}
+	}
+	secrets, err := LoadDevVars(s.cfg.Dir)
+	if err != nil {
+		return nil, err
+	}
+	for k, v := range secrets {
+		vars[k] = v
+	}
+	for k, v := range s.opts.Vars {
+		vars[k] = v
+	}
+	return vars, nil
+}
+
+// LoadDevVars reads the secrets of local development from dir/.dev.vars
+// (dotenv syntax), falling back to dir/.env as wrangler does. A missing file
+// is no error.
+func LoadDevVars(dir string) (map[string]string, error) {
+	for _, name := range []string{".dev.vars", ".env"} {
+		path := filepath.Join(dir, name)
+		vars, err := godotenv.Read(path)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		return vars, nil
+	}
+	return nil, nil
+}

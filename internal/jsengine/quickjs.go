@@ -1,0 +1,272 @@
+package jsengine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	lib "modernc.org/libquickjs"
+	"modernc.org/quickjs"
+)
+
+// QuickJS is the Engine over modernc.org/quickjs.
+type QuickJS struct {
+	vm      *quickjs.VM
+	loop    *Loop
+	fns     map[string]quickjs.Value
+	loader  ModuleLoader
+	onError func(error)
+	closed  bool
+}
+
+// Options configure a new QuickJS engine.
+type Options struct {
+	// OnJobError receives exceptions that escaped a microtask job; they have
+	// no caller to return to. nil drops them.
+	OnJobError func(error)
+}
+
+// NewQuickJS returns a fresh runtime. The caller's goroutine owns it until it
+// hands the engine to the goroutine that runs the loop.
+func NewQuickJS(opts Options) (*QuickJS, error) {
+	if layoutErr != nil {
+		return nil, layoutErr
+	}
+	vm, err := quickjs.NewVM()
+	if err != nil {
+		return nil, fmt.Errorf("new quickjs vm: %w", err)
+	}
+	e := &QuickJS{vm: vm, fns: map[string]quickjs.Value{}, onError: opts.OnJobError}
+	e.loop = NewLoop(e.drain)
+	return e, nil
+}
+
+var _ Engine = (*QuickJS)(nil)
+
+func (e *QuickJS) Loop() *Loop { return e.loop }
+
+func (e *QuickJS) drain() {
+	if _, err := e.vm.ExecutePendingJobs(); err != nil && e.onError != nil {
+		e.onError(convertErr(err))
+	}
+}
+
+func (e *QuickJS) Register(name string, fn HostFunc) error {
+	vm := e.vm
+	err := vm.RegisterFunc(name, func(args ...quickjs.Value) quickjs.Value {
+		goArgs := make([]any, len(args))
+		for i := range args {
+			a, err := e.fromJS(&args[i])
+			if err != nil {
+				return throwTypeError(vm, fmt.Sprintf("%s: argument %d: %v", name, i, err))
+			}
+			goArgs[i] = a
+		}
+		res, err := fn(goArgs)
+		if err != nil {
+			return throwTypeError(vm, err.Error())
+		}
+		v, err := e.toJS(res)
+		if err != nil {
+			return throwTypeError(vm, fmt.Sprintf("%s: result: %v", name, err))
+		}
+		return v
+	}, false)
+	if err != nil {
+		return fmt.Errorf("register host function %q: %w", name, err)
+	}
+	return nil
+}
+
+// fromJS converts a borrowed argument.
+func (e *QuickJS) fromJS(v *quickjs.Value) (any, error) {
+	if b, ok := arrayBufferBytes(e.vm, v); ok {
+		return b, nil
+	}
+	a, err := v.Any()
+	if err != nil {
+		return nil, err
+	}
+	switch x := a.(type) {
+	case quickjs.Undefined:
+		return Undefined{}, nil
+	case *quickjs.Object:
+		return x.String(), nil
+	case quickjs.Unsupported:
+		return Undefined{}, nil
+	}
+	return a, nil
+}
+
+// toJS converts a Go result to a new owned Value.
+func (e *QuickJS) toJS(x any) (quickjs.Value, error) {
+	vm := e.vm
+	switch v := x.(type) {
+	case nil:
+		return wrapValue(vm, lib.TJSValue{Ftag: lib.EJS_TAG_NULL}), nil
+	case Undefined:
+		return quickjs.UndefinedValue, nil
+	case bool:
+		return wrapValue(vm, newBool(v)), nil
+	case int:
+		return vm.NewInt(v), nil
+	case int64:
+		return vm.NewFloat64(float64(v)), nil
+	case float64:
+		return vm.NewFloat64(v), nil
+	case string:
+		return vm.NewString(v)
+	case []byte:
+		return newArrayBuffer(vm, v), nil
+	case quickjs.Value:
+		return v, nil
+	}
+	return quickjs.Value{}, fmt.Errorf("cannot convert %T", x)
+}
+
+func (e *QuickJS) SetModuleLoader(load ModuleLoader) {
+	e.loader = load
+	e.vm.SetModuleLoader(func(_ *quickjs.VM, name string) (string, error) {
+		if e.loader == nil {
+			return "", fmt.Errorf("no module loader")
+		}
+		return e.loader(name)
+	}, func(_ *quickjs.VM, _, name string) (string, error) { return name, nil })
+}
+
+func (e *QuickJS) EvalScript(name, src string) error {
+	v, err := e.vm.EvalValue(src, quickjs.EvalGlobal)
+	if err != nil {
+		return fmt.Errorf("evaluate %s: %w", name, convertErr(err))
+	}
+	v.Free()
+	e.drain()
+	return nil
+}
+
+func (e *QuickJS) CompileScript(name, src string) ([]byte, error) {
+	b, err := e.vm.Compile(src, quickjs.EvalGlobal)
+	if err != nil {
+		return nil, fmt.Errorf("compile %s: %w", name, convertErr(err))
+	}
+	return b, nil
+}
+
+func (e *QuickJS) EvalBytecode(code []byte) error {
+	v, err := e.vm.EvalBytecodeValue(code)
+	if err != nil {
+		return fmt.Errorf("evaluate bytecode: %w", convertErr(err))
+	}
+	v.Free()
+	e.drain()
+	return nil
+}
+
+func (e *QuickJS) ImportModule(name, global string) error {
+	// The Go API does not expose a module's namespace, so a dynamic import
+	// from a classic script stores it, and records how the import ended.
+	state := "__jsengine_import_" + global
+	src := `globalThis[` + strconv.Quote(state) + `] = 0; import(` + strconv.Quote(name) + `).then(
+  (ns) => { globalThis[` + strconv.Quote(global) + `] = ns; globalThis[` + strconv.Quote(state) + `] = 1; },
+  (e) => { globalThis[` + strconv.Quote(state) + `] = (e && e.stack) ? String(e) + "\n" + e.stack : String(e); });`
+	if err := e.EvalScript(name, src); err != nil {
+		return err
+	}
+	var result any
+	done := func() bool {
+		r, err := e.vm.Eval(`globalThis[`+strconv.Quote(state)+`]`, quickjs.EvalGlobal)
+		if err != nil {
+			result = err.Error()
+			return true
+		}
+		result = r
+		return r != 0
+	}
+	if err := e.loop.RunUntil(context.Background(), done); err != nil {
+		return fmt.Errorf("import module %s: %w", name, err)
+	}
+	_, _ = e.vm.Eval(`delete globalThis[`+strconv.Quote(state)+`]`, quickjs.EvalGlobal)
+	if result != 1 {
+		return fmt.Errorf("import module %s: %v", name, result)
+	}
+	return nil
+}
+
+func (e *QuickJS) fn(name string) (quickjs.Value, error) {
+	if f, ok := e.fns[name]; ok {
+		return f, nil
+	}
+	f, err := e.vm.EvalValue(name, quickjs.EvalGlobal)
+	if err != nil {
+		return f, convertErr(err)
+	}
+	e.fns[name] = f
+	return f, nil
+}
+
+func (e *QuickJS) Call(name string, args ...any) (any, error) {
+	if e.closed {
+		return nil, ErrClosed
+	}
+	f, err := e.fn(name)
+	if err != nil {
+		return nil, fmt.Errorf("call %s: %w", name, err)
+	}
+	jsArgs := make([]any, len(args))
+	var owned []quickjs.Value
+	for i, a := range args {
+		switch x := a.(type) {
+		case []byte, bool, nil:
+			v, err := e.toJS(x)
+			if err != nil {
+				return nil, fmt.Errorf("call %s: argument %d: %w", name, i, err)
+			}
+			owned = append(owned, v)
+			jsArgs[i] = v
+		case Undefined:
+			jsArgs[i] = quickjs.Undefined{}
+		default:
+			jsArgs[i] = a
+		}
+	}
+	r, err := f.CallValue(quickjs.UndefinedValue, jsArgs...)
+	for i := range owned {
+		owned[i].Free()
+	}
+	if err != nil {
+		e.drain()
+		return nil, convertErr(err)
+	}
+	res, cerr := e.fromJS(&r)
+	r.Free()
+	e.drain()
+	return res, cerr
+}
+
+func (e *QuickJS) SetMemoryLimit(bytes uint64) { e.vm.SetMemoryLimit(uintptr(bytes)) }
+
+func (e *QuickJS) SetTimeLimit(d time.Duration) { _ = e.vm.SetEvalTimeout(d) }
+
+func (e *QuickJS) Interrupt() { e.vm.Interrupt() }
+
+func (e *QuickJS) Close() error {
+	if e.closed {
+		return nil
+	}
+	e.closed = true
+	for k, f := range e.fns {
+		f.Free()
+		delete(e.fns, k)
+	}
+	return e.vm.Close()
+}
+
+func convertErr(err error) error {
+	var qe *quickjs.Error
+	if errors.As(err, &qe) {
+		return &Error{Name: qe.Name, Message: qe.Message, Stack: qe.Stack}
+	}
+	return err
+}

@@ -1,0 +1,701 @@
+// Headers, Request, Response, Blob, FormData, fetch, crypto, structuredClone
+// and the request dispatcher. Evaluated after runtime.js and deps.js.
+(function (g) {
+  "use strict";
+  const B = g.__berth;
+  const { host, hostAsync, toU8, toHostBuffer, isBufferSource, utf8, concatBytes } = B;
+  const define = (name, value) => Object.defineProperty(g, name, { value, writable: true, configurable: true, enumerable: false });
+
+  // ---- URL, streams (reference implementations from deps.js) -----------------
+  const deps = g.__berthDeps;
+  delete g.__berthDeps;
+  for (const k of Object.keys(deps)) define(k, deps[k]);
+  const { ReadableStream, TransformStream } = deps;
+  class IdentityTransformStream extends TransformStream {
+    constructor() { super({ transform(chunk, c) { c.enqueue(toU8(chunk)); } }); }
+  }
+  class FixedLengthStream extends IdentityTransformStream {
+    constructor(length) { super(); this.expectedLength = Number(length); }
+  }
+  define("IdentityTransformStream", IdentityTransformStream);
+  define("FixedLengthStream", FixedLengthStream);
+  define("TextEncoderStream", class TextEncoderStream extends TransformStream {
+    constructor() { super({ transform(chunk, c) { const b = utf8(chunk); if (b.length) c.enqueue(b); } }); }
+    get encoding() { return "utf-8"; }
+  });
+  define("TextDecoderStream", class TextDecoderStream extends TransformStream {
+    constructor(label, options) {
+      const d = new TextDecoder(label, options);
+      super({ transform(chunk, c) { const s = d.decode(chunk, { stream: true }); if (s) c.enqueue(s); }, flush(c) { const s = d.decode(); if (s) c.enqueue(s); } });
+    }
+    get encoding() { return "utf-8"; }
+  });
+
+
+  // ---- Headers ------------------------------------------------------------------------
+  const tokenRe = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+  const normValue = (v) => String(v).replace(/^[\t\n\r ]+|[\t\n\r ]+$/g, "");
+  const checkName = (n) => { n = String(n); if (!tokenRe.test(n)) throw new TypeError(`Invalid header name "${n}"`); return n.toLowerCase(); };
+  const checkValue = (v) => { v = normValue(v); if (/[\0\r\n]/.test(v)) throw new TypeError("Invalid header value"); return v; };
+  const guardKey = Symbol("guard");
+  class Headers {
+    #list = []; // [lowercased name, value] in insertion order
+    #guard = "none";
+    constructor(init) {
+      if (init == null) return;
+      if (init instanceof Headers) { for (const [k, v] of init.#list) this.#list.push([k, v]); return; }
+      if (typeof init !== "object") throw new TypeError("Headers: init must be an object or iterable");
+      if (typeof init[Symbol.iterator] === "function") {
+        for (const pair of init) {
+          const a = [...pair];
+          if (a.length !== 2) throw new TypeError("Headers: each header pair must have exactly two items");
+          this.append(a[0], a[1]);
+        }
+      } else for (const k of Object.keys(init)) this.append(k, init[k]);
+    }
+    #mutable() { if (this.#guard === "immutable") throw new TypeError("Can't modify immutable headers."); }
+    append(name, value) { this.#mutable(); this.#list.push([checkName(name), checkValue(value)]); }
+    set(name, value) {
+      this.#mutable();
+      const n = checkName(name), v = checkValue(value);
+      const i = this.#list.findIndex((e) => e[0] === n);
+      if (i < 0) { this.#list.push([n, v]); return; }
+      this.#list[i][1] = v;
+      this.#list = this.#list.filter((e, j) => j <= i || e[0] !== n);
+    }
+    delete(name) { this.#mutable(); const n = checkName(name); this.#list = this.#list.filter((e) => e[0] !== n); }
+    get(name) {
+      const n = checkName(name);
+      const vs = this.#list.filter((e) => e[0] === n).map((e) => e[1]);
+      return vs.length ? vs.join(", ") : null;
+    }
+    getAll(name) { const n = checkName(name); return this.#list.filter((e) => e[0] === n).map((e) => e[1]); }
+    getSetCookie() { return this.#list.filter((e) => e[0] === "set-cookie").map((e) => e[1]); }
+    has(name) { const n = checkName(name); return this.#list.some((e) => e[0] === n); }
+    *entries() {
+      const names = [...new Set(this.#list.map((e) => e[0]))].sort();
+      for (const n of names) {
+        if (n === "set-cookie") { for (const v of this.getSetCookie()) yield [n, v]; } else yield [n, this.get(n)];
+      }
+    }
+    *keys() { for (const [k] of this.entries()) yield k; }
+    *values() { for (const [, v] of this.entries()) yield v; }
+    forEach(cb, thisArg) { for (const [k, v] of this.entries()) cb.call(thisArg, v, k, this); }
+    [Symbol.iterator]() { return this.entries(); }
+    get [Symbol.toStringTag]() { return "Headers"; }
+    // Internal: flat "name\nvalue\n…" for Go, and guards.
+    static [guardKey](h, guard) { h.#guard = guard; return h; }
+    static _addTrusted(h, name, value) { h.#list.push([name, value]); }
+    static _flat(h) { let s = ""; for (const [k, v] of h.#list) s += k + "\n" + v + "\n"; return s; }
+    static _fromFlat(flat, guard) {
+      const h = new Headers();
+      if (flat) { const p = flat.split("\n"); for (let i = 0; i + 1 < p.length; i += 2) h.#list.push([p[i], p[i + 1]]); }
+      h.#guard = guard || "none";
+      return h;
+    }
+  }
+  const flatHeaders = Headers._flat, headersFromFlat = Headers._fromFlat, setGuard = Headers[guardKey], addTrusted = Headers._addTrusted;
+  delete Headers._flat; delete Headers._fromFlat; delete Headers._addTrusted;
+
+  // ---- Blob / File --------------------------------------------------------------------------
+  class Blob {
+    #bytes; #type;
+    constructor(parts = [], options = {}) {
+      const chunks = []; let total = 0;
+      for (const p of parts) {
+        const b = p instanceof Blob ? p.#bytes : isBufferSource(p) ? toU8(p).slice() : utf8(p);
+        chunks.push(b); total += b.byteLength;
+      }
+      this.#bytes = concatBytes(chunks, total);
+      if (chunks.length === 1 && chunks[0] === this.#bytes && parts[0] instanceof Blob) this.#bytes = this.#bytes.slice();
+      const t = options && options.type !== undefined ? String(options.type) : "";
+      this.#type = /^[\x20-\x7e]*$/.test(t) ? t.toLowerCase() : "";
+    }
+    get size() { return this.#bytes.byteLength; }
+    get type() { return this.#type; }
+    slice(start = 0, end = this.size, type = "") {
+      const n = this.size;
+      const rel = (x) => (x < 0 ? Math.max(n + x, 0) : Math.min(x, n));
+      const b = new Blob([], { type });
+      b.#bytes = this.#bytes.slice(rel(start), Math.max(rel(start), rel(end)));
+      return b;
+    }
+    async arrayBuffer() { return this.#bytes.slice().buffer; }
+    async bytes() { return this.#bytes.slice(); }
+    async text() { return host("utf8Decode", this.#bytes.slice().buffer, false, false); }
+    stream() { const b = this.#bytes; return new ReadableStream({ start(c) { if (b.length) c.enqueue(b.slice()); c.close(); } }); }
+    static _bytes(b) { return b.#bytes; }
+    get [Symbol.toStringTag]() { return "Blob"; }
+  }
+  const blobBytes = Blob._bytes; delete Blob._bytes;
+  class File extends Blob {
+    #name; #lastModified;
+    constructor(parts, name, options = {}) {
+      super(parts, options);
+      this.#name = String(name);
+      this.#lastModified = options.lastModified !== undefined ? Number(options.lastModified) : Date.now();
+    }
+    get name() { return this.#name; }
+    get lastModified() { return this.#lastModified; }
+    get [Symbol.toStringTag]() { return "File"; }
+  }
+
+  // ---- FormData -------------------------------------------------------------------------------
+  const toEntryValue = (value, filename) => {
+    if (value instanceof Blob) {
+      if (!(value instanceof File) || filename !== undefined) return new File([value], filename !== undefined ? filename : "blob", { type: value.type });
+      return value;
+    }
+    return String(value);
+  };
+  class FormData {
+    #entries = [];
+    constructor(form) { if (form !== undefined) throw new TypeError("FormData: form elements are not supported"); }
+    append(name, value, filename) { this.#entries.push([String(name), toEntryValue(value, filename)]); }
+    set(name, value, filename) {
+      name = String(name);
+      const e = [name, toEntryValue(value, filename)];
+      const i = this.#entries.findIndex((x) => x[0] === name);
+      if (i < 0) this.#entries.push(e);
+      else this.#entries = this.#entries.filter((x, j) => j < i || x[0] !== name).map((x, j) => (j === i ? e : x)), this.#entries.splice(i, 0, e);
+    }
+    get(name) { const e = this.#entries.find((x) => x[0] === String(name)); return e ? e[1] : null; }
+    getAll(name) { return this.#entries.filter((x) => x[0] === String(name)).map((x) => x[1]); }
+    has(name) { return this.#entries.some((x) => x[0] === String(name)); }
+    delete(name) { this.#entries = this.#entries.filter((x) => x[0] !== String(name)); }
+    *entries() { for (const e of this.#entries) yield [e[0], e[1]]; }
+    *keys() { for (const e of this.#entries) yield e[0]; }
+    *values() { for (const e of this.#entries) yield e[1]; }
+    forEach(cb, thisArg) { for (const [k, v] of this.entries()) cb.call(thisArg, v, k, this); }
+    [Symbol.iterator]() { return this.entries(); }
+    get [Symbol.toStringTag]() { return "FormData"; }
+  }
+  const escapeMultipartName = (s) => s.replace(/\r\n|\r|\n/g, "\r\n").replace(/\n/g, "%0A").replace(/\r/g, "%0D").replace(/"/g, "%22");
+  function encodeMultipart(fd) {
+    const boundary = "----berthFormBoundary" + host("randomHex", 12);
+    const chunks = []; let total = 0;
+    const push = (b) => { chunks.push(b); total += b.byteLength; };
+    for (const [name, value] of fd) {
+      let head = `--${boundary}\r\nContent-Disposition: form-data; name="${escapeMultipartName(name)}"`;
+      if (value instanceof File) {
+        head += `; filename="${escapeMultipartName(value.name)}"\r\nContent-Type: ${value.type || "application/octet-stream"}\r\n\r\n`;
+        push(utf8(head)); push(blobBytes(value)); push(utf8("\r\n"));
+      } else push(utf8(head + "\r\n\r\n" + value.replace(/\r(?!\n)|(?<!\r)\n/g, "\r\n") + "\r\n"));
+    }
+    push(utf8(`--${boundary}--\r\n`));
+    return { bytes: concatBytes(chunks, total), type: "multipart/form-data; boundary=" + boundary };
+  }
+  function parseFormData(bytes, contentType) {
+    const fd = new FormData();
+    const ct = (contentType || "").toLowerCase();
+    if (ct.startsWith("application/x-www-form-urlencoded")) {
+      for (const [k, v] of new URLSearchParams(host("utf8Decode", toHostBuffer(bytes), false, false))) fd.append(k, v);
+      return fd;
+    }
+    if (ct.startsWith("multipart/form-data")) {
+      // Go's mime/multipart parses; parts come back as [name, filename|null, type, bytes] quads.
+      const parts = host("parseMultipart", contentType, toHostBuffer(bytes));
+      for (const p of JSON.parse(parts)) {
+        const data = new Uint8Array(host("base64Decode", p[3]));
+        if (p[1] === null) fd.append(p[0], host("utf8Decode", data.buffer, false, false));
+        else fd.append(p[0], new File([data], p[1], { type: p[2] }));
+      }
+      return fd;
+    }
+    throw new TypeError(`Cannot parse body of content type "${contentType}" as FormData`);
+  }
+
+  // ---- bodies -----------------------------------------------------------------------------------
+  // A body is held as: null, a string, a Uint8Array, a ReadableStream, or a
+  // Go-side handle {hostBody: handle} that is read only when JS asks, and
+  // handed back to Go untouched when the body only passes through.
+  function extractBody(body) {
+    if (body == null) return { source: null, type: null };
+    if (typeof body === "string") return { source: body, type: "text/plain;charset=UTF-8" };
+    if (body instanceof URLSearchParams) return { source: body.toString(), type: "application/x-www-form-urlencoded;charset=UTF-8" };
+    if (isBufferSource(body)) return { source: toU8(body).slice(), type: null };
+    if (body instanceof Blob) return { source: blobBytes(body), type: body.type || null };
+    if (body instanceof FormData) { const m = encodeMultipart(body); return { source: m.bytes, type: m.type }; }
+    if (body instanceof ReadableStream) return { source: body, type: null };
+    return { source: String(body), type: "text/plain;charset=UTF-8" };
+  }
+  // hostHandle marks a stream over a host body that nobody has read yet.
+  const hostHandle = Symbol("hostHandle");
+  const hostStream = (handle) => {
+    const stream = new ReadableStream({
+      type: "bytes",
+      async pull(c) {
+        stream[hostHandle] = 0;
+        const [chunk] = await hostAsync("readChunk", handle);
+        if (chunk === null) { c.close(); if (c.byobRequest) c.byobRequest.respond(0); return; }
+        c.enqueue(new Uint8Array(chunk));
+      },
+      cancel() { host("closeBody", handle); },
+    });
+    stream[hostHandle] = handle;
+    return stream;
+  };
+  // passThroughHandle returns the host handle of a body source that can go
+  // back to Go without passing through JS, or 0.
+  const passThroughHandle = (src) => {
+    if (src === null || typeof src !== "object") return 0;
+    if (src.hostBody) return src.hostBody;
+    if (src instanceof ReadableStream && src[hostHandle] && !src.locked) return src[hostHandle];
+    return 0;
+  };
+  async function readStream(stream) {
+    const reader = stream.getReader();
+    const chunks = []; let total = 0;
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      const b = typeof value === "string" ? utf8(value) : toU8(value);
+      chunks.push(b); total += b.byteLength;
+    }
+    return concatBytes(chunks, total);
+  }
+  const bodyKey = Symbol("body");
+  class Body {
+    constructor(source) { this[bodyKey] = { source, used: false, stream: null }; }
+    get body() {
+      const b = this[bodyKey];
+      if (b.source === null) return null;
+      if (!b.stream) {
+        const s = b.source;
+        if (s instanceof ReadableStream) b.stream = s;
+        else if (s && s.hostBody) b.stream = hostStream(s.hostBody);
+        else {
+          const bytes = typeof s === "string" ? utf8(s) : s;
+          b.stream = new ReadableStream({ type: "bytes", start(c) { if (bytes.length) c.enqueue(bytes.slice()); c.close(); } });
+        }
+        b.source = b.stream;
+      }
+      return b.stream;
+    }
+    get bodyUsed() { const b = this[bodyKey]; return b.used || (b.stream !== null && b.stream.locked && b.disturbed === true); }
+    #take() {
+      const b = this[bodyKey];
+      if (b.used) throw new TypeError("Body has already been used. It can only be used once. Use tee() first if you need to read it twice.");
+      if (b.stream && b.stream.locked) throw new TypeError("The body's stream is locked.");
+      b.used = true;
+      return b.source;
+    }
+    async #bytes() {
+      const s = this.#take();
+      if (s === null) return new Uint8Array(0);
+      if (typeof s === "string") return utf8(s);
+      if (s instanceof Uint8Array) return s;
+      if (s.hostBody) { const [ab] = await hostAsync("readBody", s.hostBody); return new Uint8Array(ab); }
+      if (s[hostHandle] && !s.locked) { const [ab] = await hostAsync("readBody", s[hostHandle]); return new Uint8Array(ab); }
+      return readStream(s);
+    }
+    async text() {
+      const b = this[bodyKey];
+      if (typeof b.source === "string" && !b.used) { b.used = true; return b.source; }
+      const bytes = await this.#bytes();
+      return bytes.length ? host("utf8Decode", toHostBuffer(bytes), false, false) : "";
+    }
+    async json() { return JSON.parse(await this.text()); }
+    async arrayBuffer() { const b = await this.#bytes(); return b.byteOffset === 0 && b.byteLength === b.buffer.byteLength ? b.buffer : b.slice().buffer; }
+    async bytes() { return new Uint8Array(await this.arrayBuffer()); }
+    async blob() { const b = await this.#bytes(); return new Blob([b], { type: this.headers.get("content-type") || "" }); }
+    async formData() { const b = await this.#bytes(); return parseFormData(b, this.headers.get("content-type")); }
+  }
+  function cloneBody(from) {
+    const b = from[bodyKey];
+    if (b.used) throw new TypeError("Cannot clone a body that has already been used.");
+    if (b.source instanceof ReadableStream || (b.source && b.source.hostBody)) {
+      const [s1, s2] = from.body.tee();
+      b.stream = s1; b.source = s1;
+      return s2;
+    }
+    return b.source;
+  }
+
+  // ---- Request ------------------------------------------------------------------------------------
+  const methods = ["DELETE", "GET", "HEAD", "OPTIONS", "POST", "PUT", "PATCH"];
+  const normMethod = (m) => {
+    m = String(m);
+    if (!tokenRe.test(m)) throw new TypeError(`Invalid HTTP method "${m}"`);
+    const u = m.toUpperCase();
+    if (u === "CONNECT" || u === "TRACE" || u === "TRACK") throw new TypeError(`HTTP method "${m}" is forbidden`);
+    return methods.includes(u) && u !== "PATCH" ? u : u === "PATCH" ? m : m;
+  };
+  // incoming marks the runtime's own construction of an incoming request:
+  // the URL is already canonical and the headers stay a flat string until
+  // the script looks at them.
+  const incoming = Symbol("incoming");
+  const redirectModes = ["follow", "manual", "error"];
+  class Request extends Body {
+    #url; #method; #headers = null; #flat = ""; #signal = null; #redirect = "follow"; #cf; #integrity = "";
+    constructor(input, init = {}) {
+      if (input === incoming) {
+        super(init.source);
+        this.#url = init.url; this.#method = init.method; this.#flat = init.headers; this.#cf = init.cf;
+        return;
+      }
+      const src = input instanceof Request ? input : null;
+      init = init || {};
+      const body = init.body !== undefined ? extractBody(init.body) : null;
+      const method = init.method !== undefined ? normMethod(init.method) : src ? src.#method : "GET";
+      if ((method === "GET" || method === "HEAD") && ((body && body.source !== null) || (!body && src && src[bodyKey].source !== null && init.method !== undefined)))
+        throw new TypeError("Request with a GET or HEAD method cannot have a body.");
+      // A Request made from another takes over its body (the Fetch
+      // standard's transfer), so a host body stays a host body.
+      let source = null;
+      if (body) source = body.source;
+      else if (src && src[bodyKey].source !== null) {
+        const sb = src[bodyKey];
+        if (sb.used || (sb.stream && sb.stream.locked)) throw new TypeError("Cannot construct a Request with a Request whose body has already been used.");
+        source = sb.source; sb.used = true;
+      }
+      super(source);
+      if (src) this.#url = src.#url;
+      else {
+        let url;
+        try { url = new URL(String(input)); } catch (e) { throw new TypeError(`Invalid URL: ${String(input)}`); }
+        this.#url = url.href;
+      }
+      this.#method = method;
+      this.#headers = new Headers(init.headers !== undefined ? init.headers : src ? src.headers : undefined);
+      if (body && body.type && !this.#headers.has("content-type")) this.#headers.set("content-type", body.type);
+      this.#signal = init.signal !== undefined ? init.signal : src ? src.#signal : null;
+      this.#redirect = init.redirect !== undefined ? String(init.redirect) : src ? src.#redirect : "follow";
+      if (!redirectModes.includes(this.#redirect)) throw new TypeError(`Invalid redirect value "${this.#redirect}"`);
+      this.#cf = init.cf !== undefined ? init.cf : src ? src.#cf : undefined;
+      this.#integrity = init.integrity !== undefined ? String(init.integrity) : "";
+    }
+    get url() { return this.#url; }
+    get method() { return this.#method; }
+    get headers() {
+      if (this.#headers === null) this.#headers = headersFromFlat(this.#flat, "immutable");
+      return this.#headers;
+    }
+    get signal() { return this.#signal || (this.#signal = new AbortController().signal); }
+    get redirect() { return this.#redirect; }
+    get cf() { return this.#cf; }
+    get integrity() { return this.#integrity; }
+    get keepalive() { return false; }
+    get cache() { return undefined; }
+    get fetcher() { return null; }
+    clone() {
+      const r = new Request(this.#url, { method: this.#method, headers: this.headers, redirect: this.#redirect, signal: this.#signal, cf: this.#cf });
+      r[bodyKey].source = cloneBody(this);
+      return r;
+    }
+    static _flat(r) { return r.#headers === null ? r.#flat : flatHeaders(r.#headers); }
+    get [Symbol.toStringTag]() { return "Request"; }
+  }
+  const requestFlatHeaders = Request._flat; delete Request._flat;
+
+  // ---- Response -----------------------------------------------------------------------------------
+  const nullBodyStatus = [101, 204, 205, 304];
+  let jsonBody = false; // set while Response.json constructs its Response
+  class Response extends Body {
+    #status; #statusText; #headers; #webSocket; #url = ""; #redirected = false; #type = "default";
+    constructor(body = null, init = undefined) {
+      const json = jsonBody;
+      jsonBody = false;
+      let status = 200, statusText = "", ws = null, headersInit;
+      if (init != null) {
+        if (init.status !== undefined) status = Number(init.status);
+        ws = init.webSocket || null;
+        if (!Number.isInteger(status) || ((status < 200 || status > 599) && !(status === 101 && ws)))
+          throw new RangeError(`Responses may only be constructed with status codes in the range 200 to 599, inclusive.`);
+        if (init.statusText !== undefined) {
+          statusText = String(init.statusText);
+          if (/[^\t\x20-\x7e\x80-\xff]/.test(statusText)) throw new TypeError("Invalid statusText");
+        }
+        headersInit = init.headers;
+        if (init.encodeBody !== undefined && init.encodeBody !== "automatic" && init.encodeBody !== "manual") throw new TypeError("Invalid encodeBody");
+      }
+      const b = extractBody(body);
+      if (b.source !== null && nullBodyStatus.includes(status)) throw new TypeError(`Response with null body status (${status}) cannot have a body.`);
+      super(b.source);
+      this.#status = status;
+      this.#statusText = statusText;
+      this.#headers = new Headers(headersInit);
+      const type = json ? "application/json" : b.type;
+      if (type && (headersInit === undefined || !this.#headers.has("content-type"))) addTrusted(this.#headers, "content-type", type);
+      this.#webSocket = ws;
+    }
+    get status() { return this.#status; }
+    get statusText() { return this.#statusText; }
+    get ok() { return this.#status >= 200 && this.#status < 300; }
+    get headers() { return this.#headers; }
+    get webSocket() { return this.#webSocket; }
+    get url() { return this.#url; }
+    get redirected() { return this.#redirected; }
+    get type() { return this.#type; }
+    clone() {
+      if (this.#webSocket) throw new TypeError("Cannot clone a response to a WebSocket handshake.");
+      const r = new Response(null, { status: this.#status, statusText: this.#statusText, headers: this.#headers });
+      r[bodyKey].source = cloneBody(this);
+      r.#url = this.#url; r.#redirected = this.#redirected; r.#type = this.#type;
+      return r;
+    }
+    static json(data, init = {}) {
+      const s = JSON.stringify(data);
+      if (s === undefined) throw new TypeError("Response.json: value is not JSON-serializable");
+      jsonBody = true;
+      try { return new Response(s, init); } finally { jsonBody = false; }
+    }
+    static redirect(url, status = 302) {
+      if (![301, 302, 303, 307, 308].includes(status)) throw new RangeError(`Invalid redirect status ${status}`);
+      const href = new URL(String(url)).href;
+      return new Response(null, { status, headers: { location: href } });
+    }
+    static error() { const r = new Response(null, { status: 200 }); r.#status = 0; r.#type = "error"; setGuard(r.#headers, "immutable"); return r; }
+    static _fetched(r, url, redirected) { r.#url = url; r.#redirected = redirected; r.#type = "basic"; return r; }
+    get [Symbol.toStringTag]() { return "Response"; }
+  }
+  const markFetched = Response._fetched; delete Response._fetched;
+
+  // ---- fetch ------------------------------------------------------------------------------------------
+  async function fetch(input, init) {
+    const req = new Request(input, init);
+    const signal = req.signal;
+    signal.throwIfAborted();
+    const url = req.url;
+    if (!url.startsWith("http:") && !url.startsWith("https:")) throw new TypeError(`Fetch API cannot load: ${url}`);
+    // The body goes to Go as a string, bytes, a host body handle (passed
+    // through without JS copies) or, for a JS stream, true plus a pump.
+    const b = req[bodyKey];
+    const src = b.used ? null : b.source;
+    let body = null, stream = null;
+    if (src !== null) {
+      b.used = true;
+      if (typeof src === "string") body = src;
+      else if (src instanceof Uint8Array) body = toHostBuffer(src);
+      else if ((body = passThroughHandle(src)) === 0) { body = true; stream = src; }
+    }
+    return new Promise((resolve, reject) => {
+      const { id, promise: p } = B.hostAsyncId("fetch", req.method, url, requestFlatHeaders(req), body, req.redirect);
+      if (stream) pumpSink(id, stream);
+      const onAbort = () => { B.cancelOp(id); host("abortFetch", id); reject(signal.reason); };
+      signal.addEventListener("abort", onAbort, { once: true });
+      p.then(([status, statusText, headers, handle, finalURL, redirected]) => {
+        signal.removeEventListener("abort", onAbort);
+        const noBody = nullBodyStatus.includes(status) || req.method === "HEAD";
+        if (noBody && handle) host("closeBody", handle);
+        const r = new Response(null, { status: status < 200 ? 200 : status, statusText, headers: headersFromFlat(headers, "none") });
+        if (status < 200) Object.defineProperty(r, "status", { value: status });
+        r[bodyKey].source = noBody || !handle ? null : { hostBody: handle };
+        setGuard(r.headers, "immutable");
+        resolve(markFetched(r, finalURL, redirected));
+      }, (e) => { signal.removeEventListener("abort", onAbort); reject(e); });
+    });
+  }
+
+  // ---- crypto ---------------------------------------------------------------------------------------------
+  const hashName = (h) => {
+    const n = (typeof h === "string" ? h : h && h.name || "").toUpperCase();
+    if (!["SHA-1", "SHA-256", "SHA-384", "SHA-512", "MD5"].includes(n)) throw new DOMException(`Unrecognized hash algorithm "${n}"`, "NotSupportedError");
+    return n;
+  };
+  const keyData = Symbol("keyData");
+  class CryptoKey {
+    constructor(key, t, alg, extractable, usages, data) {
+      if (key !== keyData) throw new TypeError("Illegal constructor");
+      this.type = t; this.algorithm = alg; this.extractable = extractable; this.usages = usages;
+      Object.defineProperty(this, keyData, { value: data });
+      Object.freeze(this);
+    }
+  }
+  const algName = (a) => (typeof a === "string" ? a : a && a.name || "").toUpperCase();
+  const subtle = {
+    async digest(alg, data) { return host("digest", hashName(alg), toHostBuffer(data)); },
+    async importKey(format, data, alg, extractable, usages) {
+      if (algName(alg) !== "HMAC") throw new DOMException(`Unrecognized key import algorithm "${algName(alg)}"`, "NotSupportedError");
+      if (format !== "raw" && format !== "jwk") throw new DOMException(`Unsupported key format "${format}"`, "NotSupportedError");
+      let bytes;
+      if (format === "jwk") {
+        if (!data || data.kty !== "oct" || typeof data.k !== "string") throw new DOMException("Invalid HMAC JWK", "DataError");
+        bytes = new Uint8Array(host("base64Decode", data.k.replace(/-/g, "+").replace(/_/g, "/")));
+      } else bytes = toU8(data).slice();
+      if (bytes.length === 0) throw new DOMException("HMAC key must not be empty", "DataError");
+      for (const u of usages) if (u !== "sign" && u !== "verify") throw new DOMException(`Invalid key usage "${u}" for HMAC`, "SyntaxError");
+      const hash = hashName(alg.hash);
+      return new CryptoKey(keyData, "secret", { name: "HMAC", hash: { name: hash }, length: (alg.length || bytes.length * 8) }, !!extractable, [...usages], bytes);
+    },
+    async exportKey(format, key) {
+      if (!key.extractable) throw new DOMException("Key is not extractable", "InvalidAccessError");
+      if (format === "raw") return key[keyData].slice().buffer;
+      throw new DOMException(`Unsupported export format "${format}"`, "NotSupportedError");
+    },
+    async sign(alg, key, data) {
+      if (algName(alg) !== "HMAC" || key.algorithm.name !== "HMAC") throw new DOMException("Unsupported sign algorithm", "NotSupportedError");
+      if (!key.usages.includes("sign")) throw new DOMException("Key usages do not include \"sign\"", "InvalidAccessError");
+      return host("hmac", key.algorithm.hash.name, key[keyData].slice().buffer, toHostBuffer(data));
+    },
+    async verify(alg, key, signature, data) {
+      if (algName(alg) !== "HMAC" || key.algorithm.name !== "HMAC") throw new DOMException("Unsupported verify algorithm", "NotSupportedError");
+      if (!key.usages.includes("verify")) throw new DOMException("Key usages do not include \"verify\"", "InvalidAccessError");
+      return host("hmacVerify", key.algorithm.hash.name, key[keyData].slice().buffer, toHostBuffer(data), toHostBuffer(signature));
+    },
+  };
+  const intTypes = [Int8Array, Uint8Array, Uint8ClampedArray, Int16Array, Uint16Array, Int32Array, Uint32Array, BigInt64Array, BigUint64Array];
+  const crypto = {
+    getRandomValues(arr) {
+      if (!intTypes.some((T) => arr instanceof T)) throw new DOMException("getRandomValues: argument must be an integer TypedArray", "TypeMismatchError");
+      if (arr.byteLength > 65536) throw new DOMException(`getRandomValues: ${arr.byteLength} bytes exceeds the limit of 65536`, "QuotaExceededError");
+      toU8(arr).set(new Uint8Array(host("random", arr.byteLength)));
+      return arr;
+    },
+    randomUUID() { return host("uuid"); },
+    subtle,
+  };
+
+  // ---- structuredClone ------------------------------------------------------------------------------------------
+  function structuredClone(value, options) {
+    const seen = new Map();
+    const fail = (what) => { throw new DOMException(`${what} could not be cloned.`, "DataCloneError"); };
+    const clone = (v) => {
+      if (v === null || (typeof v !== "object" && typeof v !== "function")) {
+        if (typeof v === "symbol") fail(String(v));
+        return v;
+      }
+      if (typeof v === "function") fail(v.toString().slice(0, 40));
+      if (seen.has(v)) return seen.get(v);
+      let out;
+      if (Array.isArray(v)) { out = new Array(v.length); seen.set(v, out); for (const k of Object.keys(v)) out[k] = clone(v[k]); return out; }
+      if (v instanceof Date) out = new Date(v.getTime());
+      else if (v instanceof RegExp) out = new RegExp(v.source, v.flags);
+      else if (v instanceof Boolean || v instanceof Number || v instanceof String || v instanceof BigInt) out = Object(v.valueOf());
+      else if (v instanceof ArrayBuffer) out = v.slice(0);
+      else if (ArrayBuffer.isView(v)) {
+        const buf = clone(v.buffer);
+        out = v instanceof DataView ? new DataView(buf, v.byteOffset, v.byteLength) : new v.constructor(buf, v.byteOffset, v.length);
+      } else if (v instanceof Map) { out = new Map(); seen.set(v, out); for (const [k, x] of v) out.set(clone(k), clone(x)); return out; }
+      else if (v instanceof Set) { out = new Set(); seen.set(v, out); for (const x of v) out.add(clone(x)); return out; }
+      else if (v instanceof Error) {
+        const ctor = { EvalError, RangeError, ReferenceError, SyntaxError, TypeError, URIError }[v.name] || Error;
+        out = new ctor(v.message); seen.set(v, out);
+        if (v.stack !== undefined) out.stack = v.stack;
+        if ("cause" in v) out.cause = clone(v.cause);
+        return out;
+      } else if (v instanceof Blob) out = v.slice(0, v.size, v.type);
+      else {
+        const proto = Object.getPrototypeOf(v);
+        if (proto !== Object.prototype && proto !== null) fail(Object.prototype.toString.call(v));
+        out = {}; seen.set(v, out);
+        for (const k of Object.keys(v)) out[k] = clone(v[k]);
+        return out;
+      }
+      seen.set(v, out);
+      return out;
+    };
+    if (arguments.length === 0) throw new TypeError("structuredClone: 1 argument required");
+    return clone(value);
+  }
+
+  for (const [k, v] of Object.entries({ Headers, Request, Response, Blob, File, FormData, fetch, crypto, CryptoKey, structuredClone }))
+    define(k, v);
+
+  // ---- the Worker: module and dispatch ----------------------------------------------------------------------------
+  let mod = null, env = {};
+  g.__berth_init = (envJSON) => {
+    mod = g.__berthWorker;
+    env = JSON.parse(envJSON);
+    const h = mod && mod.default;
+    if (!h) throw new TypeError("the Worker script has no default export");
+    if (typeof h === "function" && typeof h.prototype?.fetch !== "function") throw new TypeError("the default export class has no fetch method");
+    if (typeof h === "object" && typeof h.fetch !== "function") throw new TypeError("the default export has no fetch handler");
+    return true;
+  };
+  const errText = (e) => (e instanceof Error ? `${e.name}: ${e.message}` : "Uncaught " + B.inspect(e, 1, new Set()));
+  const errStack = (e) => (e instanceof Error && e.stack ? e.stack : "");
+
+  // respond sends res for request id. Bodies that are bytes, or a host body
+  // nobody read, go to Go in one call (final also ends the request there);
+  // a JS stream returns a promise that settles when the last chunk went out.
+  function respond(id, res, final) {
+    if (!(res instanceof Response)) throw new TypeError(`the fetch handler returned ${res === undefined ? "undefined" : B.inspect(res, 1, new Set())}, not a Response`);
+    const b = res[bodyKey];
+    const src = b.used ? null : b.source;
+    const headers = flatHeaders(res.headers);
+    if (src === null) return host("respond", id, res.status, res.statusText, headers, null, final);
+    if (typeof src === "string") return host("respond", id, res.status, res.statusText, headers, src, final);
+    if (src instanceof Uint8Array) return host("respond", id, res.status, res.statusText, headers, toHostBuffer(src), final);
+    b.used = true;
+    const handle = passThroughHandle(src);
+    if (handle) return host("respond", id, res.status, res.statusText, headers, handle, final);
+    // A stream: send the head, then each chunk as the client takes it.
+    host("respond", id, res.status, res.statusText, headers, undefined, false);
+    return pumpResponse(id, res.body.getReader());
+  }
+  async function pumpResponse(id, reader) {
+    try {
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        const chunk = typeof value === "string" ? utf8(value) : toU8(value);
+        if (chunk.byteLength) await hostAsync("write", id, toHostBuffer(chunk));
+      }
+      host("end", id, null);
+    } catch (e) {
+      host("end", id, errText(e));
+      throw e;
+    }
+  }
+  // pumpSink feeds a JS stream to the Go sink id (an outbound request body).
+  async function pumpSink(id, stream) {
+    try {
+      const reader = stream.getReader();
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        const chunk = typeof value === "string" ? utf8(value) : toU8(value);
+        if (chunk.byteLength) await hostAsync("sinkWrite", id, toHostBuffer(chunk));
+      }
+      host("sinkClose", id, null);
+    } catch (e) {
+      host("sinkClose", id, errText(e));
+    }
+  }
+  B.pumpSink = pumpSink;
+
+  const fail = (id, e) => host("fail", id, errText(e), errStack(e));
+  const end = (id) => { B.activeRequests.delete(id); host("done", id); };
+  // complete answers request id with res, then waits for ctx.waitUntil work.
+  function complete(id, res, state) {
+    let pending;
+    try {
+      pending = respond(id, res, !state.waits);
+    } catch (e) {
+      fail(id, e);
+    }
+    if (pending) { pending.then(() => afterResponse(id, state), (e) => { fail(id, e); afterResponse(id, state); }); return; }
+    if (!state.waits) { B.activeRequests.delete(id); return; }
+    afterResponse(id, state);
+  }
+  function afterResponse(id, state) {
+    if (!state.waits) { end(id); return; }
+    Promise.all(state.waits).finally(() => end(id));
+  }
+
+  g.__berth_dispatch = (id, method, url, headers, bodyHandle, canonical) => {
+    B.activeRequests.add(id);
+    B.setCurrentRequest(id);
+    const state = { waits: null, passThrough: false };
+    try {
+      if (!canonical) url = new URL(url).href;
+      const req = new Request(incoming, { url, method, headers, source: bodyHandle ? { hostBody: bodyHandle } : null });
+      const ctx = {
+        waitUntil(p) { (state.waits ||= []).push(Promise.resolve(p).catch((e) => B.log("error")("Uncaught (in waitUntil)", e))); },
+        passThroughOnException() { state.passThrough = true; },
+        props: {},
+      };
+      const h = mod.default;
+      const result = typeof h === "function" ? new h(ctx, env).fetch(req) : h.fetch(req, env, ctx);
+      if (result !== null && typeof result === "object" && !(result instanceof Response) && typeof result.then === "function")
+        result.then((res) => complete(id, res, state), (e) => { fail(id, e); afterResponse(id, state); });
+      else complete(id, result, state);
+    } catch (e) {
+      fail(id, e);
+      afterResponse(id, state);
+    } finally {
+      B.setCurrentRequest(0);
+    }
+  };
+})(globalThis);

@@ -1,0 +1,876 @@
+package worker
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/md5"
+	"crypto/sha1"
+	"crypto/sha256"
+	"crypto/sha512"
+	_ "embed"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"log/slog"
+	"mime"
+	"mime/multipart"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/berth-dev/berth/internal/jsengine"
+)
+
+var (
+	//go:embed js/deps.js
+	depsJS string
+	//go:embed js/runtime.js
+	runtimeJS string
+	//go:embed js/fetch.js
+	fetchJS string
+	//go:embed js/cfworkers.js
+	cloudflareWorkersJS string
+)
+
+//go:generate sh -c "cd jsdeps && npm ci --no-audit --no-fund && go run gen.go"
+
+// Builtins are the module specifiers berth serves to scripts; pass them to
+// bundle.Options.Builtins.
+var Builtins = []string{"cloudflare:workers"}
+
+// The platform code is the same for every runtime: compile it once per
+// process and evaluate the bytecode in each new runtime.
+var platform struct {
+	once sync.Once
+	code [][]byte
+	err  error
+}
+
+func platformCode() ([][]byte, error) {
+	platform.once.Do(func() {
+		e, err := jsengine.NewQuickJS(jsengine.Options{})
+		if err != nil {
+			platform.err = err
+			return
+		}
+		defer e.Close()
+		for _, f := range []struct{ name, src string }{{"runtime.js", runtimeJS}, {"deps.js", depsJS}, {"fetch.js", fetchJS}} {
+			b, err := e.CompileScript(f.name, f.src)
+			if err != nil {
+				platform.err = err
+				return
+			}
+			platform.code = append(platform.code, b)
+		}
+	})
+	return platform.code, platform.err
+}
+
+// runtime is one engine and the goroutine that owns it.
+type runtime struct {
+	cfg    *Config
+	log    *slog.Logger
+	eng    jsengine.Engine
+	loop   *jsengine.Loop
+	start  time.Time
+	cancel context.CancelFunc
+	done   chan struct{} // closed when the loop goroutine has ended
+	// onLimit is called (on the loop goroutine) when a limit killed the
+	// runtime, before it stops taking requests.
+	onLimit func(*runtime)
+	dead    atomic.Bool // a limit was exceeded; no more JavaScript runs
+
+	// Loop-goroutine state.
+	reqs    map[int]*request
+	nextReq int
+	timers  map[int]*timer
+	fetches map[int]context.CancelFunc
+	// bodies are request and response bodies JavaScript has not read: the
+	// script gets a handle and the bytes stay in Go unless it reads them.
+	bodies   map[int]*hostBody
+	nextBody int
+	// sinks are outbound request bodies fed from a JavaScript stream, by
+	// fetch operation id.
+	sinks map[int]*io.PipeWriter
+}
+
+type hostBody struct {
+	rc   io.ReadCloser
+	size int64 // -1 when unknown
+}
+
+type timer struct {
+	stop    func() bool
+	stopped bool
+}
+
+func startRuntime(ctx context.Context, cfg *Config, env string, index int, onLimit func(*runtime)) (*runtime, error) {
+	code, err := platformCode()
+	if err != nil {
+		return nil, fmt.Errorf("compile platform code: %w", err)
+	}
+	rctx, cancel := context.WithCancel(context.Background())
+	rt := &runtime{
+		cfg:     cfg,
+		log:     cfg.Logger.With("worker", cfg.Name, "runtime", index),
+		start:   cfg.Clock.Now(),
+		cancel:  cancel,
+		done:    make(chan struct{}),
+		onLimit: onLimit,
+		reqs:    map[int]*request{},
+		timers:  map[int]*timer{},
+		fetches: map[int]context.CancelFunc{},
+		bodies:  map[int]*hostBody{},
+		sinks:   map[int]*io.PipeWriter{},
+	}
+	ready := make(chan error, 1)
+	go func() {
+		defer close(rt.done)
+		err := rt.init(code, env)
+		ready <- err
+		if err != nil {
+			return
+		}
+		_ = rt.loop.Run(rctx)
+		rt.shutdown()
+	}()
+	select {
+	case err := <-ready:
+		if err != nil {
+			cancel()
+			return nil, err
+		}
+		return rt, nil
+	case <-ctx.Done():
+		cancel()
+		return nil, ctx.Err()
+	}
+}
+
+// init runs on the runtime goroutine.
+func (rt *runtime) init(code [][]byte, env string) error {
+	eng, err := jsengine.NewQuickJS(jsengine.Options{OnJobError: func(err error) {
+		if rt.checkLimit(err, 0) {
+			return
+		}
+		rt.log.Error("uncaught exception in a microtask", "err", rt.cfg.stacks.mapText(errorWithStack(err)))
+	}})
+	if err != nil {
+		return err
+	}
+	rt.eng, rt.loop = eng, eng.Loop()
+	fail := func(err error) error {
+		eng.Close()
+		return err
+	}
+	if rt.cfg.MemoryLimit > 0 {
+		eng.SetMemoryLimit(rt.cfg.MemoryLimit)
+	}
+	if err := eng.Register("__berth_host", rt.host); err != nil {
+		return fail(err)
+	}
+	if rt.cfg.CPULimit > 0 {
+		defer eng.SetTimeLimit(rt.cfg.CPULimit) // after start-up, which is not a request's
+	}
+	for _, b := range code {
+		if err := eng.EvalBytecode(b); err != nil {
+			return fail(fmt.Errorf("load platform code: %w", err))
+		}
+	}
+	eng.SetModuleLoader(func(name string) (string, error) {
+		switch name {
+		case scriptName:
+			return rt.cfg.Script, nil
+		case "cloudflare:workers":
+			return cloudflareWorkersJS, nil
+		}
+		return "", fmt.Errorf("module %q is not provided by berth", name)
+	})
+	if err := eng.ImportModule(scriptName, "__berthWorker"); err != nil {
+		return fail(fmt.Errorf("%w: load script: %s", ErrScript, rt.cfg.stacks.mapText(err.Error())))
+	}
+	if _, err := eng.Call("__berth_init", env); err != nil {
+		return fail(fmt.Errorf("%w: %w", ErrScript, err))
+	}
+	return nil
+}
+
+// post runs f on the loop goroutine; false when the runtime has stopped.
+func (rt *runtime) post(f func()) bool {
+	if rt.dead.Load() {
+		return false
+	}
+	select {
+	case <-rt.done:
+		return false
+	default:
+	}
+	rt.loop.Post(f)
+	return true
+}
+
+func (rt *runtime) stop() {
+	rt.cancel()
+	<-rt.done
+}
+
+// shutdown runs on the loop goroutine after the loop ended.
+func (rt *runtime) shutdown() {
+	for _, t := range rt.timers {
+		t.stop()
+	}
+	for _, c := range rt.fetches {
+		c()
+	}
+	for _, b := range rt.bodies {
+		b.rc.Close()
+	}
+	for _, pw := range rt.sinks {
+		pw.CloseWithError(ErrClosed)
+	}
+	for _, req := range rt.reqs {
+		rt.finish(req, ErrClosed)
+	}
+	rt.eng.Close()
+}
+
+func (rt *runtime) call(fn string, args ...any) {
+	if rt.dead.Load() {
+		return
+	}
+	if _, err := rt.eng.Call(fn, args...); err != nil && !rt.checkLimit(err, 0) {
+		rt.log.Error("runtime call failed", "function", fn, "err", rt.cfg.stacks.mapText(errorWithStack(err)))
+	}
+}
+
+// checkLimit handles err when it means the runtime went past its CPU or
+// memory limit: the request that did it (id, when known) and every other
+// request in flight on this runtime fail with a *LimitError, the log says
+// which limit, and the runtime stops and is replaced.
+func (rt *runtime) checkLimit(err error, id int) bool {
+	var kind, value string
+	switch {
+	case rt.dead.Load():
+		return true
+	case jsengine.IsInterrupted(err):
+		kind, value = "CPU time", rt.cfg.CPULimit.String()
+	case rt.cfg.MemoryLimit > 0 && jsengine.IsOutOfMemory(err):
+		kind, value = "memory", formatBytes(rt.cfg.MemoryLimit)
+	default:
+		return false
+	}
+	rt.dead.Store(true)
+	attrs := []any{"limit", kind, "value", value, "in_flight", len(rt.reqs)}
+	if req := rt.reqs[id]; req != nil {
+		attrs = append(attrs, "request", req.id)
+	}
+	rt.log.Error("worker exceeded its "+kind+" limit; restarting the runtime", attrs...)
+	for rid, req := range rt.reqs {
+		rt.finish(req, &LimitError{Limit: kind, Value: value, Collateral: id != 0 && rid != id})
+	}
+	if rt.onLimit != nil {
+		rt.onLimit(rt)
+	}
+	rt.loop.Stop()
+	rt.cancel()
+	return true
+}
+
+func formatBytes(n uint64) string {
+	if n%(1<<20) == 0 {
+		return fmt.Sprintf("%d MiB", n>>20)
+	}
+	return fmt.Sprintf("%d bytes", n)
+}
+
+func (rt *runtime) dispatch(req *request, method, url, headers string, hasBody, canonical bool) {
+	req.dispatched.Store(true)
+	rt.nextReq++
+	id := rt.nextReq
+	rt.reqs[id] = req
+	body := 0
+	if hasBody {
+		body = rt.addBody(req.r.Body, req.r.ContentLength)
+	}
+	if _, err := rt.eng.Call("__berth_dispatch", id, method, url, headers, body, canonical); err != nil && !rt.checkLimit(err, id) {
+		rt.fail(id, err.Error(), "")
+	}
+}
+
+// addBody registers a body JavaScript may read or pass on; 0 is no body.
+func (rt *runtime) addBody(rc io.ReadCloser, size int64) int {
+	rt.nextBody++
+	rt.bodies[rt.nextBody] = &hostBody{rc: rc, size: size}
+	return rt.nextBody
+}
+
+// takeBody hands the body's ownership to the caller.
+func (rt *runtime) takeBody(handle int) (*hostBody, error) {
+	b, ok := rt.bodies[handle]
+	if !ok {
+		return nil, errBodyUsed
+	}
+	delete(rt.bodies, handle)
+	return b, nil
+}
+
+var errBodyUsed = errors.New("the body has already been read or closed")
+
+// abandon is called when the client went away before the response ended.
+func (rt *runtime) abandon(req *request) {
+	req.finished = true
+}
+
+// settle resolves (err == nil) or rejects the JS promise of operation op.
+func (rt *runtime) settle(op int, err error, values ...any) {
+	if err != nil {
+		rt.call("__berth_settle", append([]any{op, false, err.Error()}, values...)...)
+		return
+	}
+	rt.call("__berth_settle", append([]any{op, true}, values...)...)
+}
+
+// async runs work off the loop and settles op with its result on the loop.
+func (rt *runtime) async(op int, work func() ([]any, error)) {
+	rt.loop.Hold()
+	go func() {
+		vals, err := work()
+		rt.loop.Post(func() {
+			rt.loop.Release()
+			rt.settle(op, err, vals...)
+		})
+	}()
+}
+
+func (rt *runtime) finish(req *request, err error) {
+	if req.finished {
+		return
+	}
+	req.finished = true
+	if !req.headSent {
+		req.headSent = true
+		req.head <- head{err: err}
+		return
+	}
+	select {
+	case req.chunks <- chunk{end: true, err: err}:
+	default:
+	}
+}
+
+func (rt *runtime) fail(id int, text, stack string) {
+	if rt.dead.Load() {
+		return
+	}
+	if name, msg, ok := strings.Cut(text, ": "); ok && name == "InternalError" && rt.checkLimit(&jsengine.Error{Name: name, Message: msg}, id) {
+		return // the script caught the out-of-memory error and rethrew it
+	}
+	req := rt.reqs[id]
+	attrs := []any{"err", text}
+	if req != nil {
+		attrs = append(attrs, "request", req.id)
+	}
+	if stack != "" {
+		attrs = append(attrs, "stack", rt.cfg.stacks.mapText(stack))
+	}
+	rt.log.Error("uncaught exception in fetch handler", attrs...)
+	if req != nil {
+		rt.finish(req, &scriptError{text: text, stack: stack})
+	}
+}
+
+// ---- host operations ---------------------------------------------------------
+
+func argString(args []any, i int) string {
+	if i < len(args) {
+		if s, ok := args[i].(string); ok {
+			return s
+		}
+	}
+	return ""
+}
+
+func argInt(args []any, i int) int {
+	if i < len(args) {
+		switch v := args[i].(type) {
+		case int:
+			return v
+		case float64:
+			return int(v)
+		}
+	}
+	return 0
+}
+
+func argBytes(args []any, i int) ([]byte, bool) {
+	if i < len(args) {
+		b, ok := args[i].([]byte)
+		return b, ok
+	}
+	return nil, false
+}
+
+func argBool(args []any, i int) bool {
+	if i < len(args) {
+		b, _ := args[i].(bool)
+		return b
+	}
+	return false
+}
+
+var errNoRequest = errors.New("the request has already finished")
+
+// host is __berth_host(op, ...args), the one Go function JavaScript calls.
+// Asynchronous operations take an operation id as their first argument and
+// end with __berth_settle(id, ok, ...values).
+func (rt *runtime) host(args []any) (any, error) {
+	op := argString(args, 0)
+	a := args[1:]
+	switch op {
+	case "log":
+		level := slog.LevelInfo
+		switch argString(a, 0) {
+		case "debug":
+			level = slog.LevelDebug
+		case "warn":
+			level = slog.LevelWarn
+		case "error":
+			level = slog.LevelError
+		}
+		attrs := []any{"source", "console"}
+		if req := rt.reqs[argInt(a, 1)]; req != nil {
+			attrs = append(attrs, "request", req.id)
+		}
+		rt.log.Log(context.Background(), level, rt.cfg.stacks.mapText(argString(a, 2)), attrs...)
+		return nil, nil
+	case "now":
+		return float64(rt.cfg.Clock.Now().Sub(rt.start).Nanoseconds()) / 1e6, nil
+	case "timer":
+		rt.setTimer(argInt(a, 0), argInt(a, 1))
+		return nil, nil
+	case "clearTimer":
+		id := argInt(a, 0)
+		if t, ok := rt.timers[id]; ok {
+			delete(rt.timers, id)
+			if t.stop() {
+				rt.loop.Release()
+			} else {
+				t.stopped = true
+			}
+		}
+		return nil, nil
+	case "utf8Encode":
+		return []byte(argString(a, 0)), nil
+	case "utf8Decode":
+		b, _ := argBytes(a, 0)
+		return decodeUTF8(b, argBool(a, 1))
+	case "atob":
+		return atob(argString(a, 0))
+	case "btoa":
+		return btoa(argString(a, 0))
+	case "base64Decode":
+		s := strings.TrimRight(argString(a, 0), "=")
+		b, err := base64.RawStdEncoding.DecodeString(s)
+		if err != nil {
+			return nil, &domError{"DataError", "invalid base64"}
+		}
+		return b, nil
+	case "random":
+		n := argInt(a, 0)
+		b := make([]byte, n)
+		if _, err := io.ReadFull(rt.cfg.Random, b); err != nil {
+			return nil, fmt.Errorf("random: %w", err)
+		}
+		return b, nil
+	case "randomHex":
+		b := make([]byte, argInt(a, 0))
+		if _, err := io.ReadFull(rt.cfg.Random, b); err != nil {
+			return nil, fmt.Errorf("random: %w", err)
+		}
+		return hex.EncodeToString(b), nil
+	case "uuid":
+		var b [16]byte
+		if _, err := io.ReadFull(rt.cfg.Random, b[:]); err != nil {
+			return nil, fmt.Errorf("random: %w", err)
+		}
+		b[6] = b[6]&0x0f | 0x40
+		b[8] = b[8]&0x3f | 0x80
+		h := hex.EncodeToString(b[:])
+		return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:], nil
+	case "digest":
+		h, err := newHash(argString(a, 0))
+		if err != nil {
+			return nil, err
+		}
+		b, _ := argBytes(a, 1)
+		hh := h()
+		hh.Write(b)
+		return hh.Sum(nil), nil
+	case "hmac", "hmacVerify":
+		h, err := newHash(argString(a, 0))
+		if err != nil {
+			return nil, err
+		}
+		key, _ := argBytes(a, 1)
+		data, _ := argBytes(a, 2)
+		m := hmac.New(h, key)
+		m.Write(data)
+		sum := m.Sum(nil)
+		if op == "hmac" {
+			return sum, nil
+		}
+		sig, _ := argBytes(a, 3)
+		return hmac.Equal(sum, sig), nil
+	case "parseMultipart":
+		b, _ := argBytes(a, 1)
+		return parseMultipart(argString(a, 0), b)
+	case "respond":
+		return nil, rt.respond(a)
+	case "write":
+		opID, id := argInt(a, 0), argInt(a, 1)
+		req := rt.reqs[id]
+		if req == nil || req.finished {
+			return nil, errNoRequest
+		}
+		b, _ := argBytes(a, 2)
+		select {
+		case req.chunks <- chunk{data: b, op: opID}:
+		default:
+			return nil, errors.New("write: a previous write is still pending")
+		}
+		return nil, nil
+	case "end":
+		req := rt.reqs[argInt(a, 0)]
+		if req == nil {
+			return nil, nil
+		}
+		var err error
+		if msg := argString(a, 1); msg != "" {
+			err = &scriptError{text: msg}
+		}
+		rt.finish(req, err)
+		return nil, nil
+	case "fail":
+		rt.fail(argInt(a, 0), argString(a, 1), argString(a, 2))
+		return nil, nil
+	case "done":
+		id := argInt(a, 0)
+		if req := rt.reqs[id]; req != nil {
+			rt.finish(req, &scriptError{text: "the fetch handler finished without a response"})
+			delete(rt.reqs, id)
+		}
+		return nil, nil
+	case "readBody":
+		opID := argInt(a, 0)
+		b, err := rt.takeBody(argInt(a, 1))
+		if err != nil {
+			return nil, err
+		}
+		rt.async(opID, func() ([]any, error) {
+			defer b.rc.Close()
+			data, err := io.ReadAll(b.rc)
+			return []any{data}, err
+		})
+		return nil, nil
+	case "readChunk":
+		opID, handle := argInt(a, 0), argInt(a, 1)
+		b, ok := rt.bodies[handle]
+		if !ok {
+			return nil, errBodyUsed
+		}
+		rt.async(opID, func() ([]any, error) {
+			buf := make([]byte, 64<<10)
+			n, err := b.rc.Read(buf)
+			if n > 0 {
+				return []any{buf[:n]}, nil
+			}
+			if err == io.EOF {
+				return []any{nil}, nil
+			}
+			if err == nil {
+				return []any{[]byte{}}, nil
+			}
+			return nil, err
+		})
+		return nil, nil
+	case "closeBody":
+		if b, err := rt.takeBody(argInt(a, 0)); err == nil {
+			b.rc.Close()
+		}
+		return nil, nil
+	case "sinkWrite":
+		opID := argInt(a, 0)
+		pw, ok := rt.sinks[argInt(a, 1)]
+		if !ok {
+			return nil, errors.New("the request body is no longer being sent")
+		}
+		data, _ := argBytes(a, 2)
+		rt.async(opID, func() ([]any, error) {
+			_, err := pw.Write(data)
+			return nil, err
+		})
+		return nil, nil
+	case "sinkClose":
+		id := argInt(a, 0)
+		if pw, ok := rt.sinks[id]; ok {
+			delete(rt.sinks, id)
+			if msg := argString(a, 1); msg != "" {
+				pw.CloseWithError(&scriptError{text: msg})
+			} else {
+				pw.Close()
+			}
+		}
+		return nil, nil
+	case "fetch":
+		rt.fetch(a)
+		return nil, nil
+	case "abortFetch":
+		if c, ok := rt.fetches[argInt(a, 0)]; ok {
+			c()
+		}
+		return nil, nil
+	}
+	return nil, fmt.Errorf("unknown host operation %q", op)
+}
+
+func newHash(name string) (func() hash.Hash, error) {
+	switch name {
+	case "SHA-1":
+		return sha1.New, nil
+	case "SHA-256":
+		return sha256.New, nil
+	case "SHA-384":
+		return sha512.New384, nil
+	case "SHA-512":
+		return sha512.New, nil
+	case "MD5":
+		return md5.New, nil
+	}
+	return nil, &domError{"NotSupportedError", fmt.Sprintf("unrecognized hash algorithm %q", name)}
+}
+
+func (rt *runtime) setTimer(id, ms int) {
+	t := &timer{}
+	rt.loop.Hold()
+	t.stop = rt.cfg.Clock.AfterFunc(time.Duration(ms)*time.Millisecond, func() {
+		rt.loop.Post(func() {
+			if rt.timers[id] != t {
+				if t.stopped {
+					rt.loop.Release() // cleared after it fired
+				}
+				return
+			}
+			delete(rt.timers, id)
+			rt.loop.Release()
+			rt.call("__berth_timer", id)
+		})
+	})
+	rt.timers[id] = t
+}
+
+func splitFlat(flat string) []string {
+	if flat == "" {
+		return nil
+	}
+	return strings.Split(strings.TrimSuffix(flat, "\n"), "\n")
+}
+
+// respond: (id, status, statusText, flatHeaders, body, final) where body is
+// null, a string, an ArrayBuffer, a host body handle (copied to the client in
+// Go), or undefined for a stream that follows. final means the request has
+// no more work (no waitUntil), so it ends here without a "done".
+func (rt *runtime) respond(a []any) error {
+	id := argInt(a, 0)
+	req := rt.reqs[id]
+	if req == nil || req.finished || req.headSent {
+		return errNoRequest
+	}
+	h := head{status: argInt(a, 1), headers: splitFlat(argString(a, 3))}
+	if len(a) > 4 {
+		switch b := a[4].(type) {
+		case string:
+			h.body = []byte(b)
+		case []byte:
+			h.body = b
+		case int:
+			hb, err := rt.takeBody(b)
+			if err != nil {
+				return err
+			}
+			h.pipe = hb.rc
+		case jsengine.Undefined:
+			h.stream = true
+		}
+	}
+	req.headSent = true
+	req.head <- h
+	if !h.stream {
+		req.finished = true
+	}
+	if argBool(a, 5) {
+		delete(rt.reqs, id)
+	}
+	return nil
+}
+
+// fetch: (op, method, url, flatHeaders, body, redirect). body is null, a
+// string, an ArrayBuffer, a host body handle (streamed without passing
+// through JavaScript) or true for a JavaScript stream that arrives through
+// sinkWrite/sinkClose under the operation id. The response body stays in Go
+// as a host body handle.
+func (rt *runtime) fetch(a []any) {
+	op := argInt(a, 0)
+	method, url, redirect := argString(a, 1), argString(a, 2), argString(a, 5)
+	headers := splitFlat(argString(a, 3))
+	var body io.Reader
+	size := int64(-1)
+	switch b := a[4].(type) {
+	case string:
+		body, size = strings.NewReader(b), int64(len(b))
+	case []byte:
+		body, size = bytes.NewReader(b), int64(len(b))
+	case int:
+		hb, err := rt.takeBody(b)
+		if err != nil {
+			rt.settle(op, err)
+			return
+		}
+		body, size = hb.rc, hb.size
+	case bool:
+		pr, pw := io.Pipe()
+		rt.sinks[op] = pw
+		body = pr
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	rt.fetches[op] = cancel
+	client := *rt.cfg.Client
+	switch redirect {
+	case "manual":
+		client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	case "error":
+		client.CheckRedirect = func(*http.Request, []*http.Request) error {
+			return errors.New("redirect mode is \"error\"")
+		}
+	}
+	rt.loop.Hold()
+	go func() {
+		resp, err := doFetch(ctx, &client, method, url, headers, body, size)
+		rt.loop.Post(func() {
+			rt.loop.Release()
+			delete(rt.fetches, op)
+			if pw, ok := rt.sinks[op]; ok && err != nil {
+				delete(rt.sinks, op)
+				pw.CloseWithError(err)
+			}
+			if err != nil {
+				cancel()
+				rt.settle(op, err)
+				return
+			}
+			if ctx.Err() != nil { // aborted meanwhile
+				resp.Body.Close()
+				cancel()
+				return
+			}
+			var flat strings.Builder
+			for name, vs := range resp.Header {
+				for _, v := range vs {
+					flat.WriteString(strings.ToLower(name) + "\n" + v + "\n")
+				}
+			}
+			statusText := strings.TrimSpace(strings.TrimPrefix(resp.Status, strconv.Itoa(resp.StatusCode)))
+			final := resp.Request.URL.String()
+			handle := rt.addBody(&cancelOnClose{resp.Body, cancel}, resp.ContentLength)
+			rt.settle(op, nil, resp.StatusCode, statusText, flat.String(), handle, final, final != url)
+		})
+	}()
+}
+
+// cancelOnClose releases the fetch's context with its body.
+type cancelOnClose struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (c *cancelOnClose) Close() error {
+	err := c.ReadCloser.Close()
+	c.cancel()
+	return err
+}
+
+func doFetch(ctx context.Context, client *http.Client, method, url string, headers []string, body io.Reader, size int64) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, url, body)
+	if err != nil {
+		return nil, fmt.Errorf("fetch %s: %w", url, err)
+	}
+	if body != nil && size >= 0 {
+		req.ContentLength = size
+	}
+	for i := 0; i+1 < len(headers); i += 2 {
+		switch headers[i] {
+		case "host":
+			req.Host = headers[i+1]
+			continue
+		case "content-length", "transfer-encoding", "connection", "keep-alive":
+			continue // the transport frames the body itself
+		}
+		req.Header.Add(headers[i], headers[i+1])
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("fetch %s: %w", url, err)
+	}
+	return resp, nil
+}
+
+func parseMultipart(contentType string, body []byte) (string, error) {
+	_, params, err := mime.ParseMediaType(contentType)
+	if err != nil || params["boundary"] == "" {
+		return "", fmt.Errorf("invalid multipart content type %q", contentType)
+	}
+	r := multipart.NewReader(bytes.NewReader(body), params["boundary"])
+	var parts [][]any
+	for {
+		p, err := r.NextRawPart()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return "", fmt.Errorf("parse multipart body: %w", err)
+		}
+		data, err := io.ReadAll(p)
+		if err != nil {
+			return "", fmt.Errorf("parse multipart body: %w", err)
+		}
+		var filename any
+		if p.FileName() != "" {
+			filename = p.FileName()
+		}
+		ct := p.Header.Get("Content-Type")
+		if filename != nil && ct == "" {
+			ct = "application/octet-stream"
+		}
+		parts = append(parts, []any{p.FormName(), filename, ct, base64.StdEncoding.EncodeToString(data)})
+	}
+	out, err := json.Marshal(parts)
+	if parts == nil {
+		return "[]", err
+	}
+	return string(out), err
+}
+
+func errorWithStack(err error) string {
+	var e *jsengine.Error
+	if errors.As(err, &e) && e.Stack != "" {
+		return err.Error() + "\n" + e.Stack
+	}
+	return err.Error()
+}

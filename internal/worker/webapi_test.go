@@ -1,0 +1,107 @@
+package worker
+
+import (
+	"encoding/json"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+)
+
+// evalWorker answers every request by running the body of the request as an
+// async function and returning its result as JSON.
+const evalWorker = `
+export default {
+  async fetch(req: Request) {
+    const src = await req.text();
+    const fn = new Function("return (async () => {" + src + "})()");
+    try { return Response.json({ ok: await fn() }); }
+    catch (e) { return Response.json({ err: String(e), name: e && e.name }); }
+  },
+};`
+
+// run evaluates src in a Worker and returns the value it returned, failing
+// the test on an exception.
+func run(t *testing.T, w http.Handler, src string) any {
+	t.Helper()
+	rec := do(t, w, "POST", "http://x/", strings.NewReader(src))
+	var out struct {
+		OK   any    `json:"ok"`
+		Err  string `json:"err"`
+		Name string `json:"name"`
+	}
+	if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil {
+		t.Fatalf("status %d, body %q: %v", rec.Code, rec.Body.String(), err)
+	}
+	if out.Err != "" {
+		t.Fatalf("script threw %s", out.Err)
+	}
+	return out.OK
+}
+
+func TestURLWebPlatformTests(t *testing.T) {
+	w, _ := newWorker(t, evalWorker, Config{})
+	for _, f := range []string{"urltestdata.json", "setters_tests.json"} {
+		data, err := os.ReadFile("../../../shared/testdata/wpt/" + f)
+		if err != nil {
+			t.Skipf("WPT data not found: %v", err)
+		}
+		var script string
+		if f == "urltestdata.json" {
+			script = `const cases = ` + string(data) + `;
+const fails = []; let n = 0;
+const props = ["href", "origin", "protocol", "username", "password", "host", "hostname", "port", "pathname", "search", "hash"];
+for (const c of cases) {
+  if (typeof c === "string") continue;
+  n++;
+  let u;
+  try { u = c.base === null ? new URL(c.input) : new URL(c.input, c.base); }
+  catch (e) { if (!c.failure) fails.push("threw: " + JSON.stringify(c.input) + " " + e); continue; }
+  if (c.failure) { fails.push("parsed but should fail: " + JSON.stringify(c.input)); continue; }
+  for (const p of props) if (p in c && u[p] !== c[p]) fails.push(JSON.stringify(c.input) + " " + p + "=" + JSON.stringify(u[p]) + " want " + JSON.stringify(c[p]));
+  if (c.search !== undefined && u.searchParams.toString() !== new URLSearchParams(c.search).toString()) fails.push("searchParams of " + c.input);
+  if (URL.canParse(c.input, c.base === null ? undefined : c.base) !== true) fails.push("canParse " + c.input);
+}
+return { n, fails };`
+		} else {
+			script = `const groups = ` + string(data) + `;
+const fails = []; let n = 0;
+for (const [setter, cases] of Object.entries(groups)) {
+  if (setter === "comment") continue;
+  for (const c of cases) {
+    n++;
+    const u = new URL(c.href);
+    u[setter] = c.new_value;
+    for (const [p, want] of Object.entries(c.expected)) if (u[p] !== want) fails.push(setter + "(" + JSON.stringify(c.new_value) + ") on " + c.href + ": " + p + "=" + JSON.stringify(u[p]) + " want " + JSON.stringify(want));
+  }
+}
+return { n, fails };`
+		}
+		res := run(t, w, script).(map[string]any)
+		fails := res["fails"].([]any)
+		t.Logf("%s: %v cases, %d failures", f, res["n"], len(fails))
+		if res["n"].(float64) < 100 {
+			t.Errorf("%s: only %v cases ran", f, res["n"])
+		}
+		for i, f := range fails {
+			if i == 20 {
+				t.Errorf("… %d more", len(fails)-20)
+				break
+			}
+			t.Error(f)
+		}
+	}
+}
+
+func TestURLSearchParams(t *testing.T) {
+	w, _ := newWorker(t, evalWorker, Config{})
+	got := run(t, w, `
+const p = new URLSearchParams("?a=1&b=2&a=3&sp=x+y&enc=%26");
+p.append("c", "é ü"); p.delete("b"); p.sort();
+const u = new URL("https://h/p?x=1"); u.searchParams.set("y", "2 3");
+return [p.getAll("a").join(","), p.get("sp"), p.get("enc"), p.toString(), u.href, [...new URLSearchParams({k: "v"})].join()].join("|");`)
+	want := "1,3|x y|&|a=1&a=3&c=%C3%A9+%C3%BC&enc=%26&sp=x+y|https://h/p?x=1&y=2+3|k,v"
+	if got != want {
+		t.Errorf("got  %q\nwant %q", got, want)
+	}
+}

@@ -1,0 +1,459 @@
+// Package worker runs Cloudflare-style Worker scripts: a bundled ES module
+// whose default export has fetch(request, env, ctx), answering HTTP requests
+// through an http.Handler.
+//
+// The Web platform a script sees (Request, Response, Headers, URL, streams,
+// TextEncoder, crypto, timers, fetch, …) is written in JavaScript (js/) on top
+// of a few Go host operations (host.go). Each runtime is one jsengine.Engine
+// owned by one goroutine running its event loop; a Worker is a pool of them,
+// and each runtime interleaves many requests while they await I/O.
+package worker
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Clock is the time source for timers and performance.now; tests inject a
+// fake one so they do not sleep.
+type Clock interface {
+	Now() time.Time
+	// AfterFunc calls f on its own goroutine after d; stop cancels it and
+	// reports whether it did so before f was called.
+	AfterFunc(d time.Duration, f func()) (stop func() bool)
+}
+
+type realClock struct{}
+
+func (realClock) Now() time.Time { return time.Now() }
+func (realClock) AfterFunc(d time.Duration, f func()) func() bool {
+	return time.AfterFunc(d, f).Stop
+}
+
+// Config describes one Worker version.
+type Config struct {
+	// Name identifies the Worker in logs.
+	Name string
+	// Script is the bundled ES module (bundle.Result.Code).
+	Script string
+	// Vars become the env object: plain vars and secrets. Values must
+	// survive JSON encoding.
+	Vars map[string]any
+	// Logger receives console output, tagged with the request, and runtime
+	// errors. Defaults to slog.Default().
+	Logger *slog.Logger
+	// Client performs the script's outbound fetch. Defaults to a client with
+	// no timeout of its own (scripts use AbortSignal).
+	Client *http.Client
+	// Runtimes is the pool size; default 1.
+	Runtimes int
+	// MemoryLimit caps each runtime's JavaScript heap in bytes; 0 is none.
+	// A request that runs the runtime out of it gets a 503, and the runtime
+	// is replaced (requests in flight on it fail too; other runtimes are
+	// unaffected).
+	MemoryLimit uint64
+	// CPULimit bounds the JavaScript a request may run without yielding
+	// (wrangler's limits.cpu_ms); 0 means the default of 30 s, negative
+	// means none. It is measured per uninterrupted stretch of JavaScript
+	// (one handler call, one batch of promise reactions), in wall-clock
+	// time, which equals CPU time on a runtime's single goroutine unless the
+	// host is overloaded. Past it the request gets a 503 and the runtime is
+	// replaced, as for MemoryLimit.
+	CPULimit time.Duration
+	// SourceMap is the bundle's source map (bundle.Result.SourceMap); stack
+	// traces in the log name the project's files and lines through it.
+	// Without it the map inlined in Script is used, if there is one.
+	SourceMap string
+	// Clock and Random default to the real clock and crypto/rand.
+	Clock  Clock
+	Random io.Reader
+
+	stacks *stackMapper
+}
+
+// ErrScript is wrapped by errors that come from the Worker's own code: an
+// uncaught exception, a bad return value.
+var ErrScript = errors.New("worker script failed")
+
+// ErrClosed is returned for requests to a closed Worker.
+var ErrClosed = errors.New("worker closed")
+
+// ErrLimitExceeded is wrapped by a *LimitError.
+var ErrLimitExceeded = errors.New("worker exceeded a resource limit")
+
+// DefaultCPULimit is the CPU limit when Config.CPULimit is 0.
+const DefaultCPULimit = 30 * time.Second
+
+// LimitError fails a request whose runtime went past a limit.
+type LimitError struct {
+	Limit string // "CPU time" or "memory"
+	Value string // the configured limit, such as "50ms" or "64 MiB"
+	// Collateral is true for a request that was in flight on the runtime
+	// when another request exceeded the limit.
+	Collateral bool
+}
+
+func (e *LimitError) Error() string {
+	if e.Collateral {
+		return fmt.Sprintf("worker runtime restarted: another request exceeded the %s limit (%s)", e.Limit, e.Value)
+	}
+	return fmt.Sprintf("worker exceeded the %s limit (%s)", e.Limit, e.Value)
+}
+
+func (e *LimitError) Unwrap() error { return ErrLimitExceeded }
+
+// Worker is a pool of runtimes that all run the same script.
+type Worker struct {
+	cfg    Config
+	env    string
+	slots  []*slot
+	next   atomic.Uint64
+	reqs   atomic.Uint64
+	closed atomic.Bool
+}
+
+// slot holds one runtime of the pool and replaces it when it dies of a
+// limit.
+type slot struct {
+	index int
+	mu    sync.Mutex
+	rt    *runtime
+	ready chan struct{} // closed when a replacement has started (or failed)
+}
+
+func (s *slot) current() (*runtime, chan struct{}) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.rt, s.ready
+}
+
+// New starts cfg.Runtimes runtimes and evaluates the script in each. It fails
+// if the script throws while loading or has no usable default export.
+func New(ctx context.Context, cfg Config) (*Worker, error) {
+	if cfg.Script == "" {
+		return nil, fmt.Errorf("new worker %q: empty script", cfg.Name)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Client == nil {
+		cfg.Client = &http.Client{}
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = realClock{}
+	}
+	if cfg.Random == nil {
+		cfg.Random = rand.Reader
+	}
+	if cfg.Runtimes <= 0 {
+		cfg.Runtimes = 1
+	}
+	env, err := json.Marshal(cfg.Vars)
+	if err != nil {
+		return nil, fmt.Errorf("new worker %q: encode vars: %w", cfg.Name, err)
+	}
+	if cfg.Vars == nil {
+		env = []byte("{}")
+	}
+	if cfg.CPULimit == 0 {
+		cfg.CPULimit = DefaultCPULimit
+	}
+	cfg.stacks = newStackMapper(cfg.Script, cfg.SourceMap)
+	w := &Worker{cfg: cfg, env: string(env)}
+	for i := 0; i < cfg.Runtimes; i++ {
+		s := &slot{index: i}
+		rt, err := w.start(ctx, s)
+		if err != nil {
+			w.Close()
+			return nil, fmt.Errorf("new worker %q: %w", cfg.Name, err)
+		}
+		s.rt = rt
+		w.slots = append(w.slots, s)
+	}
+	return w, nil
+}
+
+func (w *Worker) start(ctx context.Context, s *slot) (*runtime, error) {
+	return startRuntime(ctx, &w.cfg, w.env, s.index, func(dead *runtime) { w.replace(s, dead) })
+}
+
+// replace starts a new runtime in place of dead, which a limit killed. It
+// is called on dead's goroutine before dead stops taking requests, so that
+// Serve finds s.ready set and waits for the replacement.
+func (w *Worker) replace(s *slot, dead *runtime) {
+	s.mu.Lock()
+	if s.rt != dead || s.ready != nil {
+		s.mu.Unlock()
+		return
+	}
+	ready := make(chan struct{})
+	s.ready = ready
+	s.mu.Unlock()
+	go w.restart(s, ready)
+}
+
+func (w *Worker) restart(s *slot, ready chan struct{}) {
+	defer close(ready)
+	if w.closed.Load() {
+		return
+	}
+	rt, err := w.start(context.Background(), s)
+	if err != nil {
+		w.cfg.Logger.Error("restart worker runtime", "worker", w.cfg.Name, "runtime", s.index, "err", err)
+		s.mu.Lock()
+		s.ready = nil
+		s.mu.Unlock()
+		return
+	}
+	s.mu.Lock()
+	s.rt, s.ready = rt, nil
+	s.mu.Unlock()
+	if w.closed.Load() {
+		rt.stop()
+	}
+}
+
+// Close stops every runtime. Requests in flight fail.
+func (w *Worker) Close() error {
+	w.closed.Store(true)
+	for _, s := range w.slots {
+		rt, _ := s.current()
+		rt.stop()
+	}
+	return nil
+}
+
+// ServeHTTP answers r with the Worker; errors become a 500 without details
+// (the log has them).
+func (w *Worker) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
+	if err := w.Serve(rw, r); err != nil {
+		var hw *headWritten
+		if errors.As(err, &hw) {
+			return // too late for a status; the body was cut short
+		}
+		status := http.StatusInternalServerError
+		if errors.Is(err, ErrClosed) || errors.Is(err, ErrLimitExceeded) {
+			status = http.StatusServiceUnavailable
+		}
+		http.Error(rw, http.StatusText(status), status)
+	}
+}
+
+// headWritten marks an error that happened after the response head went out.
+type headWritten struct{ err error }
+
+func (e *headWritten) Error() string { return e.err.Error() }
+func (e *headWritten) Unwrap() error { return e.err }
+
+// Serve runs the script's fetch handler for r and writes its response to rw.
+// It returns an error, without writing anything, when the script fails
+// before it produced a response.
+func (w *Worker) Serve(rw http.ResponseWriter, r *http.Request) error {
+	s := w.slots[int(w.next.Add(1)-1)%len(w.slots)]
+	rt, _ := s.current()
+	req := &request{
+		r:      r,
+		id:     strconv.FormatUint(w.reqs.Add(1), 36),
+		head:   make(chan head, 1),
+		chunks: make(chan chunk, 1),
+	}
+	url := requestURL(r)
+	canonical := isCanonicalURL(url)
+	var flat strings.Builder
+	for name, vs := range r.Header {
+		lname := strings.ToLower(name)
+		for _, v := range vs {
+			flat.WriteString(lname)
+			flat.WriteByte('\n')
+			flat.WriteString(v)
+			flat.WriteByte('\n')
+		}
+	}
+	if r.Host != "" && r.Header.Get("Host") == "" {
+		flat.WriteString("host\n" + r.Host + "\n")
+	}
+	hasBody := r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0
+	if hasBody {
+		// A Worker that streams the request body upstream may answer before
+		// the upload ends; HTTP/1 needs full duplex for that. Writers that
+		// cannot do it (tests' recorders) just return an error.
+		_ = http.NewResponseController(rw).EnableFullDuplex()
+	}
+	var h head
+	for attempt := 0; ; attempt++ {
+		cur := rt
+		if cur.post(func() { cur.dispatch(req, r.Method, url, flat.String(), hasBody, canonical) }) {
+			var died bool
+			select {
+			case h = <-req.head:
+			case <-r.Context().Done():
+				rt.post(func() { rt.abandon(req) })
+				return r.Context().Err()
+			case <-rt.done:
+				died = true
+			}
+			if !died {
+				break
+			}
+			select {
+			case h = <-req.head: // answered (or failed) just before the end
+			default:
+				if req.dispatched.Load() {
+					return ErrClosed
+				}
+			}
+			if h.status != 0 || h.err != nil {
+				break
+			}
+		}
+		// The runtime died of a limit before it took this request: wait
+		// for its replacement, once.
+		if attempt > 0 || w.closed.Load() {
+			return ErrClosed
+		}
+		_, ready := s.current()
+		if ready != nil {
+			select {
+			case <-ready:
+			case <-r.Context().Done():
+				return r.Context().Err()
+			}
+		}
+		rt, _ = s.current()
+	}
+	if h.err != nil {
+		return h.err
+	}
+	hdr := rw.Header()
+	for i := 0; i+1 < len(h.headers); i += 2 {
+		hdr.Add(h.headers[i], h.headers[i+1])
+	}
+	rw.WriteHeader(h.status)
+	if h.pipe != nil {
+		return copyBody(rw, h.pipe, r.Method == http.MethodHead)
+	}
+	if !h.stream {
+		if len(h.body) > 0 && r.Method != http.MethodHead {
+			_, err := rw.Write(h.body)
+			return err
+		}
+		return nil
+	}
+	flusher, _ := rw.(http.Flusher)
+	for {
+		select {
+		case c := <-req.chunks:
+			if c.end {
+				if c.err != nil {
+					return &headWritten{c.err}
+				}
+				return nil
+			}
+			_, err := rw.Write(c.data)
+			if err == nil && flusher != nil {
+				flusher.Flush()
+			}
+			rt.post(func() { rt.settle(c.op, err) })
+			if err != nil {
+				return &headWritten{err}
+			}
+		case <-r.Context().Done():
+			rt.post(func() { rt.abandon(req) })
+			return &headWritten{r.Context().Err()}
+		case <-rt.done:
+			return &headWritten{ErrClosed}
+		}
+	}
+}
+
+func requestURL(r *http.Request) string {
+	if r.URL.IsAbs() {
+		return r.URL.String()
+	}
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	target := r.RequestURI // as the client sent it
+	if !strings.HasPrefix(target, "/") {
+		target = r.URL.RequestURI()
+	}
+	return scheme + "://" + r.Host + target
+}
+
+// copyBody streams a host body (an outbound fetch's response or the
+// incoming request's body) to the client with a fixed buffer, flushing each
+// chunk so that streamed responses stay streamed.
+func copyBody(rw http.ResponseWriter, body io.ReadCloser, head bool) error {
+	defer body.Close()
+	if head {
+		return nil
+	}
+	flusher, _ := rw.(http.Flusher)
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := body.Read(buf)
+		if n > 0 {
+			if _, werr := rw.Write(buf[:n]); werr != nil {
+				return &headWritten{werr}
+			}
+			if flusher != nil {
+				flusher.Flush()
+			}
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return &headWritten{fmt.Errorf("read response body: %w", err)}
+		}
+	}
+}
+
+// request is one incoming request while the script handles it.
+type request struct {
+	r          *http.Request
+	id         string // shown in logs
+	head       chan head
+	chunks     chan chunk
+	dispatched atomic.Bool // a runtime has started running it
+	// Fields below are touched only on the runtime's loop goroutine.
+	headSent bool
+	finished bool
+}
+
+type head struct {
+	status  int
+	headers []string // name, value, name, value…
+	body    []byte
+	pipe    io.ReadCloser // a host body copied straight to the client
+	stream  bool
+	err     error
+}
+
+type chunk struct {
+	data []byte
+	op   int
+	end  bool
+	err  error
+}
+
+// scriptError is an uncaught exception in the script. Its text and stack are
+// for the log only; the client gets a plain 500.
+type scriptError struct {
+	text, stack string
+}
+
+func (e *scriptError) Error() string { return e.text }
+func (e *scriptError) Unwrap() error { return ErrScript }
