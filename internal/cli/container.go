@@ -37,6 +37,7 @@ type containerRunFlags struct {
 	instanceType string
 	env          []string
 	buildArgs    []string
+	labels       []string
 }
 
 func newContainerRunCmd(stdout, stderr io.Writer, logger func() *slog.Logger) *cobra.Command {
@@ -63,6 +64,7 @@ func newContainerRunCmd(stdout, stderr io.Writer, logger func() *slog.Logger) *c
 	fl.StringVar(&f.instanceType, "instance-type", container.DefaultInstanceType, "instance type: "+strings.Join(container.InstanceTypeNames(), ", "))
 	fl.StringArrayVarP(&f.env, "env", "e", nil, "environment variable KEY=VALUE (repeatable)")
 	fl.StringArrayVar(&f.buildArgs, "build-arg", nil, "build argument KEY=VALUE (repeatable)")
+	fl.StringArrayVar(&f.labels, "label", nil, "label KEY=VALUE for the container and the image built (repeatable)")
 	return cmd
 }
 
@@ -72,6 +74,10 @@ func runContainer(ctx context.Context, stdout, stderr io.Writer, log *slog.Logge
 		return usageError{err}
 	}
 	buildArgs, err := keyValues("--build-arg", f.buildArgs)
+	if err != nil {
+		return usageError{err}
+	}
+	labels, err := keyValues("--label", f.labels)
 	if err != nil {
 		return usageError{err}
 	}
@@ -98,15 +104,17 @@ func runContainer(ctx context.Context, stdout, stderr io.Writer, log *slog.Logge
 	img, err := container.PrepareImage(ctx, rt, container.ImageSource{
 		Image: image, BaseDir: cwd, Args: buildArgs,
 		Repo:     "berth-dev/" + repoName(image),
+		Labels:   labels,
 		Progress: stderr,
 	})
 	if err != nil {
 		return err
 	}
+	labels[container.LabelApp] = "berth-container-run"
 	inst, err := rt.Start(ctx, container.Spec{
 		Image:    img.ID,
 		Env:      env,
-		Labels:   map[string]string{container.LabelApp: "berth-container-run"},
+		Labels:   labels,
 		Limits:   itype.Limits(),
 		Internet: f.internet,
 	})

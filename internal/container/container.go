@@ -39,7 +39,9 @@ type Runtime interface {
 
 	// Start creates a container from spec and starts it. It returns once the
 	// container's process runs; it does not wait for any port to listen. The
-	// container carries spec.Labels plus LabelManaged=1.
+	// container carries spec.Labels plus LabelManaged=1. An entrypoint the
+	// image lacks is an error wrapping ErrExecutableNotFound that names it,
+	// and no container is left behind.
 	Start(ctx context.Context, spec Spec) (Instance, error)
 
 	// Inspect returns the current state of one container.
