@@ -48,8 +48,15 @@ type hub struct {
 	exits     map[string]container.Exit
 	exitOrder []string
 	oomSeen   map[string]bool
-	subs      map[*subscriber]struct{}
-	closed    bool
+	// killSeen marks containers berth (or anyone) sent SIGKILL: their exit
+	// code 137 needs no wait for a late oom event.
+	killSeen map[string]bool
+	// held are exits with code 137 waiting briefly for an oom event, which
+	// the engine may report after the exit (its OOM and exit notices travel
+	// separate paths).
+	held   map[string]*heldExit
+	subs   map[*subscriber]struct{}
+	closed bool
 	// lastSeen is the engine time (ns) of the newest event handled; a
 	// reconnect asks the engine to replay from there.
 	lastSeen int64
@@ -67,6 +74,8 @@ func newHub(r *Runtime, backoffMin, backoffMax time.Duration) *hub {
 		waiters:    make(map[string]map[chan waitResult]struct{}),
 		exits:      make(map[string]container.Exit),
 		oomSeen:    make(map[string]bool),
+		killSeen:   make(map[string]bool),
+		held:       make(map[string]*heldExit),
 		subs:       make(map[*subscriber]struct{}),
 	}
 }
@@ -196,16 +205,36 @@ func (h *hub) handle(ctx context.Context, m events.Message) {
 		delete(h.oomSeen, id)
 		h.mu.Unlock()
 		ev.Kind = container.EventStart
+	case events.ActionKill:
+		if sig := m.Actor.Attributes["signal"]; sig == "9" || sig == "SIGKILL" || sig == "KILL" {
+			h.mu.Lock()
+			h.killSeen[id] = true
+			h.mu.Unlock()
+		}
+		return
 	case events.ActionOOM:
-		h.mu.Lock()
-		h.oomSeen[id] = true
-		h.mu.Unlock()
 		ev.Kind = container.EventOOM
+		h.mu.Lock()
+		held := h.held[id]
+		delete(h.held, id)
+		if held == nil {
+			h.oomSeen[id] = true
+		}
+		h.mu.Unlock()
+		if held != nil {
+			// Whoever takes a held exit out of the map reports it.
+			held.timer.Stop()
+			h.publish(ev)
+			held.exit.OOMKilled = true
+			h.finishExit(held)
+			return
+		}
 	case events.ActionDie:
 		code, _ := strconv.Atoi(m.Actor.Attributes["exitCode"])
 		h.mu.Lock()
-		oom := h.oomSeen[id]
+		oom, killed := h.oomSeen[id], h.killSeen[id]
 		delete(h.oomSeen, id)
+		delete(h.killSeen, id)
 		h.mu.Unlock()
 		if !oom {
 			// The oom event normally comes first, but State.OOMKilled is
@@ -217,21 +246,28 @@ func (h *hub) handle(ctx context.Context, m events.Message) {
 				oom = res.Container.State.OOMKilled
 			}
 		}
-		exit := container.Exit{Code: code, OOMKilled: oom, At: at}
-		h.r.netns.drop(id)
-		h.record(id, exit)
-		h.deliver(id, waitResult{exit: exit})
 		ev.Kind = container.EventExit
-		ev.Exit = &exit
+		held := &heldExit{id: id, exit: container.Exit{Code: code, OOMKilled: oom, At: at}, ev: ev}
+		if code == 128+9 && !oom && !killed {
+			h.mu.Lock()
+			h.held[id] = held
+			held.timer = time.AfterFunc(oomGrace, func() { h.releaseHeld(id) })
+			h.mu.Unlock()
+			return
+		}
+		h.finishExit(held)
+		return
 	case events.ActionPause:
 		ev.Kind = container.EventPause
 	case events.ActionUnPause:
 		ev.Kind = container.EventUnpause
 	case events.ActionDestroy:
+		h.releaseHeld(id)
 		h.r.netns.drop(id)
 		h.mu.Lock()
 		exit, seen := h.exits[id]
 		delete(h.oomSeen, id)
+		delete(h.killSeen, id)
 		h.mu.Unlock()
 		if seen {
 			h.deliver(id, waitResult{exit: exit})
@@ -243,6 +279,40 @@ func (h *hub) handle(ctx context.Context, m events.Message) {
 		return
 	}
 	h.publish(ev)
+}
+
+// oomGrace is how long an exit by SIGKILL that nobody sent waits for the
+// engine's late oom event before it is reported as a plain kill.
+const oomGrace = 500 * time.Millisecond
+
+// heldExit is an exit not yet reported; see hub.held.
+type heldExit struct {
+	id    string
+	exit  container.Exit
+	ev    container.Event
+	timer *time.Timer
+}
+
+// releaseHeld reports a held exit as it stands, if one is still held.
+func (h *hub) releaseHeld(id string) {
+	h.mu.Lock()
+	held := h.held[id]
+	delete(h.held, id)
+	h.mu.Unlock()
+	if held != nil {
+		held.timer.Stop()
+		h.finishExit(held)
+	}
+}
+
+// finishExit reports an exit to waiters and Events readers.
+func (h *hub) finishExit(x *heldExit) {
+	h.r.netns.drop(x.id)
+	h.record(x.id, x.exit)
+	h.deliver(x.id, waitResult{exit: x.exit})
+	exit := x.exit
+	x.ev.Exit = &exit
+	h.publish(x.ev)
 }
 
 // record remembers an exit for Waits that come after it, forgetting the

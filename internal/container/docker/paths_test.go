@@ -212,7 +212,17 @@ func TestDriverPaths(t *testing.T) {
 		for _, text := range []string{"one", "two", "three"} {
 			getThroughDial(ctx, rt, inst.ID, 8080, "/log?stream=stdout&text="+text)
 		}
-		mid := time.Now()
+		// The engine stamps a line when it reads it, asynchronously: take the
+		// cut-off from the stamp of "three" rather than from our clock.
+		var mid time.Time
+		waitFor(t, testCtx(t, 10*time.Second), func() bool {
+			for line := range rt.Logs(ctx, inst.ID, container.LogOptions{}) {
+				if line.Text == "three" {
+					mid = line.Time.Add(time.Nanosecond)
+				}
+			}
+			return !mid.IsZero()
+		}, func() string { return "no line three" })
 		getThroughDial(ctx, rt, inst.ID, 8080, "/log?stream=stderr&text=four")
 		// The engine writes container output to its log asynchronously.
 		var all []container.LogLine
