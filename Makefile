@@ -44,9 +44,11 @@ lint: ## gofmt, go vet and staticcheck
 	$(GO) vet ./...
 	$(GO) run $(STATICCHECK) ./...
 
-bench: build engine ## benchmarks against the real engine (see docs/benchmarks.md)
-	CGO_ENABLED=0 $(GO) build -o /dev/null ./...
-	BERTH_BENCH=1 $(GO) test -count=1 -run '^$$' -bench . -benchtime 10x -timeout 30m ./internal/container/docker/
+bench: build engine ## benchmarks against the real engine, with same-run baselines (see docs/benchmarks.md)
+	$(GO) test -count=1 -run '^$$' -bench . -benchtime 10x -timeout 30m ./internal/container/docker/
+	BERTH_BENCH=1 $(GO) test -count=1 -run '^TestLoad' -v ./internal/worker/
+	$(GO) test -count=1 -run '^$$' -bench . -benchtime 2s ./internal/worker/
+	$(GO) test -count=1 -run '^$$' -bench 'KV|SQL' -benchtime 2000x ./internal/storage/
 
 clean: ## remove build outputs
 	rm -rf bin $(RUN_EXAMPLE)/hello
