@@ -65,11 +65,11 @@ type DurableObjectBinding struct {
 
 // Migration is one entry of migrations.
 type Migration struct {
-	Tag                string            `json:"tag"`
-	NewClasses         []string          `json:"new_classes"`
-	NewSqliteClasses   []string          `json:"new_sqlite_classes"`
-	RenamedClasses     []RenamedClass    `json:"renamed_classes"`
-	DeletedClasses     []string          `json:"deleted_classes"`
+	Tag                string             `json:"tag"`
+	NewClasses         []string           `json:"new_classes"`
+	NewSqliteClasses   []string           `json:"new_sqlite_classes"`
+	RenamedClasses     []RenamedClass     `json:"renamed_classes"`
+	DeletedClasses     []string           `json:"deleted_classes"`
 	TransferredClasses []TransferredClass `json:"transferred_classes"`
 }
 

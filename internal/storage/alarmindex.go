@@ -2,7 +2,6 @@ package storage
 
 import (
 	"fmt"
-	"sync"
 	"time"
 )
 
@@ -20,7 +19,6 @@ import (
 // object's alarm and never missing while the object has one; it can only be
 // early or stale, and Store.Alarms repairs such entries when it reads them.
 type alarmIndexDB struct {
-	mu sync.Mutex
 	db *DB
 }
 

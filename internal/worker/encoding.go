@@ -17,6 +17,7 @@ func decodeUTF8(b []byte, fatal bool) (string, error) {
 		return string(b), nil
 	}
 	if fatal {
+		//lint:ignore ST1005 the exact message browsers throw
 		return "", errors.New("The encoded data was not valid for encoding utf-8")
 	}
 	var out strings.Builder
