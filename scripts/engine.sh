@@ -28,7 +28,7 @@ up() {
 	fi
 	if ! command -v dockerd >/dev/null 2>&1; then
 		echo "engine.sh: installing Debian's docker.io" >&2
-		export DEBIAN_FRONTEND=noninteractive
+		export DEBIAN_FRONTEND=noninteractive NEEDRESTART_SUSPEND=1
 		apt-get update -qq >/dev/null
 		apt-get install -y -qq docker.io >/dev/null
 	fi

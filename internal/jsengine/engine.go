@@ -52,6 +52,15 @@ type Engine interface {
 	CompileScript(name, src string) ([]byte, error)
 	// EvalBytecode runs bytecode made by CompileScript.
 	EvalBytecode(code []byte) error
+	// CompileModule compiles the ES module src to bytecode, under the module
+	// name name (what stack traces and the module's imports of itself see).
+	// Its imports are not compiled with it: EvalModule loads them through
+	// the module loader.
+	CompileModule(name, src string) ([]byte, error)
+	// EvalModule evaluates module bytecode made by CompileModule, runs the
+	// loop until its top-level await settles, and stores its namespace
+	// object in the global variable global.
+	EvalModule(code []byte, global string) error
 	// ImportModule evaluates the module name (source from the module loader),
 	// waits for its top-level await and stores its namespace object in the
 	// global variable global.

@@ -19,6 +19,9 @@ type QuickJS struct {
 	loader  ModuleLoader
 	onError func(error)
 	closed  bool
+
+	onRejection func(error)
+	rejections  []rejection
 }
 
 // Options configure a new QuickJS engine.
@@ -26,6 +29,10 @@ type Options struct {
 	// OnJobError receives exceptions that escaped a microtask job; they have
 	// no caller to return to. nil drops them.
 	OnJobError func(error)
+	// OnUnhandledRejection receives the reason of every promise that was
+	// rejected and still had no handler once the microtask queue drained.
+	// nil drops them (they are tracked either way).
+	OnUnhandledRejection func(error)
 }
 
 // NewQuickJS returns a fresh runtime. The caller's goroutine owns it until it
@@ -38,8 +45,9 @@ func NewQuickJS(opts Options) (*QuickJS, error) {
 	if err != nil {
 		return nil, fmt.Errorf("new quickjs vm: %w", err)
 	}
-	e := &QuickJS{vm: vm, fns: map[string]quickjs.Value{}, onError: opts.OnJobError}
+	e := &QuickJS{vm: vm, fns: map[string]quickjs.Value{}, onError: opts.OnJobError, onRejection: opts.OnUnhandledRejection}
 	e.loop = NewLoop(e.drain)
+	e.trackRejections()
 	return e, nil
 }
 
@@ -50,6 +58,9 @@ func (e *QuickJS) Loop() *Loop { return e.loop }
 func (e *QuickJS) drain() {
 	if _, err := e.vm.ExecutePendingJobs(); err != nil && e.onError != nil {
 		e.onError(convertErr(err))
+	}
+	if len(e.rejections) > 0 {
+		e.reportRejections()
 	}
 }
 
@@ -147,9 +158,9 @@ func (e *QuickJS) EvalScript(name, src string) error {
 }
 
 func (e *QuickJS) CompileScript(name, src string) ([]byte, error) {
-	b, err := e.vm.Compile(src, quickjs.EvalGlobal)
+	b, err := e.compile(name, src, false)
 	if err != nil {
-		return nil, fmt.Errorf("compile %s: %w", name, convertErr(err))
+		return nil, fmt.Errorf("compile %s: %w", name, err)
 	}
 	return b, nil
 }
@@ -255,6 +266,7 @@ func (e *QuickJS) Close() error {
 	if e.closed {
 		return nil
 	}
+	e.dropRejections()
 	e.closed = true
 	for k, f := range e.fns {
 		f.Free()

@@ -36,6 +36,8 @@ var (
 	runtimeJS string
 	//go:embed js/fetch.js
 	fetchJS string
+	//go:embed js/websocket.js
+	websocketJS string
 	//go:embed js/cfworkers.js
 	cloudflareWorkersJS string
 )
@@ -62,7 +64,7 @@ func platformCode() ([][]byte, error) {
 			return
 		}
 		defer e.Close()
-		for _, f := range []struct{ name, src string }{{"runtime.js", runtimeJS}, {"deps.js", depsJS}, {"fetch.js", fetchJS}} {
+		for _, f := range []struct{ name, src string }{{"runtime.js", runtimeJS}, {"deps.js", depsJS}, {"fetch.js", fetchJS}, {"websocket.js", websocketJS}} {
 			b, err := e.CompileScript(f.name, f.src)
 			if err != nil {
 				platform.err = err
@@ -74,6 +76,28 @@ func platformCode() ([][]byte, error) {
 	return platform.code, platform.err
 }
 
+// builtinModule serves the modules berth provides to scripts.
+func builtinModule(name string) (string, error) {
+	switch name {
+	case "cloudflare:workers":
+		return cloudflareWorkersJS, nil
+	}
+	return "", fmt.Errorf("module %q is not provided by berth", name)
+}
+
+// compileScript compiles the bundled script to module bytecode. The engine
+// resolves the script's imports while compiling, so the compiling engine
+// gets the same module loader as the runtimes.
+func compileScript(script string) ([]byte, error) {
+	e, err := jsengine.NewQuickJS(jsengine.Options{})
+	if err != nil {
+		return nil, err
+	}
+	defer e.Close()
+	e.SetModuleLoader(builtinModule)
+	return e.CompileModule(scriptName, script)
+}
+
 // runtime is one engine and the goroutine that owns it.
 type runtime struct {
 	cfg    *Config
@@ -81,6 +105,7 @@ type runtime struct {
 	eng    jsengine.Engine
 	loop   *jsengine.Loop
 	start  time.Time
+	ctx    context.Context // ends when the runtime stops
 	cancel context.CancelFunc
 	done   chan struct{} // closed when the loop goroutine has ended
 	// onLimit is called (on the loop goroutine) when a limit killed the
@@ -100,11 +125,17 @@ type runtime struct {
 	// sinks are outbound request bodies fed from a JavaScript stream, by
 	// fetch operation id.
 	sinks map[int]*io.PipeWriter
+	// entrypoints are the script's named WorkerEntrypoint classes.
+	entrypoints []string
+	// sockets are the WebSockets the script can send on, by id.
+	sockets    map[int]*socket
+	nextSocket int
 }
 
 type hostBody struct {
-	rc   io.ReadCloser
-	size int64 // -1 when unknown
+	rc    io.ReadCloser
+	size  int64  // -1 when unknown
+	owner string // the request whose code made it; it is closed when that request ends
 }
 
 type timer struct {
@@ -122,8 +153,10 @@ func startRuntime(ctx context.Context, cfg *Config, env string, index int, onLim
 		cfg:     cfg,
 		log:     cfg.Logger.With("worker", cfg.Name, "runtime", index),
 		start:   cfg.Clock.Now(),
+		ctx:     rctx,
 		cancel:  cancel,
 		done:    make(chan struct{}),
+		sockets: map[int]*socket{},
 		onLimit: onLimit,
 		reqs:    map[int]*request{},
 		timers:  map[int]*timer{},
@@ -157,12 +190,15 @@ func startRuntime(ctx context.Context, cfg *Config, env string, index int, onLim
 
 // init runs on the runtime goroutine.
 func (rt *runtime) init(code [][]byte, env string) error {
-	eng, err := jsengine.NewQuickJS(jsengine.Options{OnJobError: func(err error) {
-		if rt.checkLimit(err, 0) {
-			return
-		}
-		rt.log.Error("uncaught exception in a microtask", "err", rt.cfg.stacks.mapText(errorWithStack(err)))
-	}})
+	eng, err := jsengine.NewQuickJS(jsengine.Options{
+		OnJobError: func(err error) {
+			if rt.checkLimit(err, 0) {
+				return
+			}
+			rt.log.Error("uncaught exception in a microtask", "err", rt.cfg.stacks.mapText(errorWithStack(err)))
+		},
+		OnUnhandledRejection: rt.unhandledRejection,
+	})
 	if err != nil {
 		return err
 	}
@@ -185,20 +221,16 @@ func (rt *runtime) init(code [][]byte, env string) error {
 			return fail(fmt.Errorf("load platform code: %w", err))
 		}
 	}
-	eng.SetModuleLoader(func(name string) (string, error) {
-		switch name {
-		case scriptName:
-			return rt.cfg.Script, nil
-		case "cloudflare:workers":
-			return cloudflareWorkersJS, nil
-		}
-		return "", fmt.Errorf("module %q is not provided by berth", name)
-	})
-	if err := eng.ImportModule(scriptName, "__berthWorker"); err != nil {
+	eng.SetModuleLoader(builtinModule)
+	if err := eng.EvalModule(rt.cfg.code, "__berthWorker"); err != nil {
 		return fail(fmt.Errorf("%w: load script: %s", ErrScript, rt.cfg.stacks.mapText(err.Error())))
 	}
-	if _, err := eng.Call("__berth_init", env); err != nil {
+	names, err := eng.Call("__berth_init", env)
+	if err != nil {
 		return fail(fmt.Errorf("%w: %w", ErrScript, err))
+	}
+	if s, ok := names.(string); ok {
+		_ = json.Unmarshal([]byte(s), &rt.entrypoints)
 	}
 	return nil
 }
@@ -235,6 +267,9 @@ func (rt *runtime) shutdown() {
 	}
 	for _, pw := range rt.sinks {
 		pw.CloseWithError(ErrClosed)
+	}
+	for _, s := range rt.sockets {
+		s.shutdown()
 	}
 	for _, req := range rt.reqs {
 		rt.finish(req, ErrClosed)
@@ -291,6 +326,25 @@ func formatBytes(n uint64) string {
 	return fmt.Sprintf("%d bytes", n)
 }
 
+// unhandledRejection logs a promise rejection no code handled, with its
+// source-mapped stack, under the request that was current. The runtime
+// carries on (workerd logs these too; the request they came from is not
+// failed for it).
+func (rt *runtime) unhandledRejection(err error) {
+	if rt.checkLimit(err, 0) {
+		return
+	}
+	attrs := []any{"err", err.Error()}
+	if tag, _ := rt.eng.Call("__berth_tag"); tag != "" && tag != nil {
+		attrs = append(attrs, "request", tag)
+	}
+	var je *jsengine.Error
+	if errors.As(err, &je) && je.Stack != "" {
+		attrs = append(attrs, "stack", rt.cfg.stacks.mapText(je.Stack))
+	}
+	rt.log.Error("unhandled promise rejection", attrs...)
+}
+
 func (rt *runtime) dispatch(req *request, method, url, headers string, hasBody, canonical bool) {
 	req.dispatched.Store(true)
 	rt.nextReq++
@@ -298,18 +352,35 @@ func (rt *runtime) dispatch(req *request, method, url, headers string, hasBody, 
 	rt.reqs[id] = req
 	body := 0
 	if hasBody {
-		body = rt.addBody(req.r.Body, req.r.ContentLength)
+		body = rt.addBody(req.r.Body, req.r.ContentLength, req.id)
 	}
-	if _, err := rt.eng.Call("__berth_dispatch", id, method, url, headers, body, canonical); err != nil && !rt.checkLimit(err, id) {
+	if _, err := rt.eng.Call("__berth_dispatch", id, req.id, req.entrypoint, method, url, headers, body, canonical); err != nil && !rt.checkLimit(err, id) {
 		rt.fail(id, err.Error(), "")
 	}
 }
 
 // addBody registers a body JavaScript may read or pass on; 0 is no body.
-func (rt *runtime) addBody(rc io.ReadCloser, size int64) int {
+func (rt *runtime) addBody(rc io.ReadCloser, size int64, owner string) int {
 	rt.nextBody++
-	rt.bodies[rt.nextBody] = &hostBody{rc: rc, size: size}
+	rt.bodies[rt.nextBody] = &hostBody{rc: rc, size: size, owner: owner}
 	return rt.nextBody
+}
+
+// endRequest forgets request id once it has no more work, and closes the
+// bodies its code left unread (an outbound fetch's response nobody
+// consumed would otherwise hold its connection until the runtime stops).
+func (rt *runtime) endRequest(id int) {
+	req := rt.reqs[id]
+	if req == nil {
+		return
+	}
+	delete(rt.reqs, id)
+	for handle, b := range rt.bodies {
+		if b.owner == req.id {
+			delete(rt.bodies, handle)
+			b.rc.Close()
+		}
+	}
 }
 
 // takeBody hands the body's ownership to the caller.
@@ -446,8 +517,8 @@ func (rt *runtime) host(args []any) (any, error) {
 			level = slog.LevelError
 		}
 		attrs := []any{"source", "console"}
-		if req := rt.reqs[argInt(a, 1)]; req != nil {
-			attrs = append(attrs, "request", req.id)
+		if tag := argString(a, 1); tag != "" {
+			attrs = append(attrs, "request", tag)
 		}
 		rt.log.Log(context.Background(), level, rt.cfg.stacks.mapText(argString(a, 2)), attrs...)
 		return nil, nil
@@ -559,13 +630,18 @@ func (rt *runtime) host(args []any) (any, error) {
 		rt.finish(req, err)
 		return nil, nil
 	case "fail":
+		if argBool(a, 3) {
+			// Cloudflare would send the request on to the zone's origin;
+			// locally there is no origin, so the client gets the 500.
+			rt.log.Warn("passThroughOnException: no origin to pass the request to locally; answering 500", "request", rt.reqs[argInt(a, 0)].tagOrEmpty())
+		}
 		rt.fail(argInt(a, 0), argString(a, 1), argString(a, 2))
 		return nil, nil
 	case "done":
 		id := argInt(a, 0)
 		if req := rt.reqs[id]; req != nil {
 			rt.finish(req, &scriptError{text: "the fetch handler finished without a response"})
-			delete(rt.reqs, id)
+			rt.endRequest(id)
 		}
 		return nil, nil
 	case "readBody":
@@ -631,6 +707,30 @@ func (rt *runtime) host(args []any) (any, error) {
 		return nil, nil
 	case "fetch":
 		rt.fetch(a)
+		return nil, nil
+	case "wsCreate":
+		return rt.newSocket(argString(a, 0)).id, nil
+	case "wsSend":
+		sock := rt.sockets[argInt(a, 0)]
+		if sock == nil {
+			return nil, nil // closed meanwhile; the close event is on its way
+		}
+		switch d := a[1].(type) {
+		case string:
+			sock.enqueue(wsFrame{text: true, data: []byte(d)})
+		case []byte:
+			sock.enqueue(wsFrame{data: d})
+		}
+		return nil, nil
+	case "wsClose":
+		if sock := rt.sockets[argInt(a, 0)]; sock != nil {
+			sock.enqueue(wsFrame{close: true, code: argInt(a, 1), reason: argString(a, 2)})
+		}
+		return nil, nil
+	case "wsAccept":
+		if sock := rt.sockets[argInt(a, 0)]; sock != nil {
+			sock.startReading()
+		}
 		return nil, nil
 	case "abortFetch":
 		if c, ok := rt.fetches[argInt(a, 0)]; ok {
@@ -710,13 +810,24 @@ func (rt *runtime) respond(a []any) error {
 			h.stream = true
 		}
 	}
+	if id := argInt(a, 6); id != 0 {
+		sock := rt.sockets[id]
+		if sock == nil {
+			return errors.New("the WebSocket is closed")
+		}
+		h.status, h.ws = http.StatusSwitchingProtocols, sock
+		if sock.conn != nil { // a fetched WebSocket nobody accepted: Go proxies it
+			delete(rt.sockets, id)
+			h.bridge = sock
+		}
+	}
 	req.headSent = true
 	req.head <- h
 	if !h.stream {
 		req.finished = true
 	}
 	if argBool(a, 5) {
-		delete(rt.reqs, id)
+		rt.endRequest(id)
 	}
 	return nil
 }
@@ -730,6 +841,12 @@ func (rt *runtime) fetch(a []any) {
 	op := argInt(a, 0)
 	method, url, redirect := argString(a, 1), argString(a, 2), argString(a, 5)
 	headers := splitFlat(argString(a, 3))
+	for i := 0; i+1 < len(headers); i += 2 {
+		if headers[i] == "upgrade" && strings.EqualFold(strings.TrimSpace(headers[i+1]), "websocket") {
+			rt.fetchWebSocket(op, url, headers, argString(a, 6))
+			return
+		}
+	}
 	var body io.Reader
 	size := int64(-1)
 	switch b := a[4].(type) {
@@ -780,16 +897,11 @@ func (rt *runtime) fetch(a []any) {
 				cancel()
 				return
 			}
-			var flat strings.Builder
-			for name, vs := range resp.Header {
-				for _, v := range vs {
-					flat.WriteString(strings.ToLower(name) + "\n" + v + "\n")
-				}
-			}
+			flat := flattenHeaders(resp.Header)
 			statusText := strings.TrimSpace(strings.TrimPrefix(resp.Status, strconv.Itoa(resp.StatusCode)))
 			final := resp.Request.URL.String()
-			handle := rt.addBody(&cancelOnClose{resp.Body, cancel}, resp.ContentLength)
-			rt.settle(op, nil, resp.StatusCode, statusText, flat.String(), handle, final, final != url)
+			handle := rt.addBody(&cancelOnClose{resp.Body, cancel}, resp.ContentLength, argString(a, 6))
+			rt.settle(op, nil, resp.StatusCode, statusText, flat, handle, final, final != url)
 		})
 	}()
 }

@@ -18,6 +18,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -80,6 +81,9 @@ type Config struct {
 	Random io.Reader
 
 	stacks *stackMapper
+	// code is Script compiled to bytecode once per Worker version; every
+	// runtime of the pool (and every replacement) evaluates it.
+	code []byte
 }
 
 // ErrScript is wrapped by errors that come from the Worker's own code: an
@@ -115,12 +119,13 @@ func (e *LimitError) Unwrap() error { return ErrLimitExceeded }
 
 // Worker is a pool of runtimes that all run the same script.
 type Worker struct {
-	cfg    Config
-	env    string
-	slots  []*slot
-	next   atomic.Uint64
-	reqs   atomic.Uint64
-	closed atomic.Bool
+	cfg         Config
+	entrypoints []string
+	env         string
+	slots       []*slot
+	next        atomic.Uint64
+	reqs        atomic.Uint64
+	closed      atomic.Bool
 }
 
 // slot holds one runtime of the pool and replaces it when it dies of a
@@ -170,6 +175,11 @@ func New(ctx context.Context, cfg Config) (*Worker, error) {
 		cfg.CPULimit = DefaultCPULimit
 	}
 	cfg.stacks = newStackMapper(cfg.Script, cfg.SourceMap)
+	code, err := compileScript(cfg.Script)
+	if err != nil {
+		return nil, fmt.Errorf("new worker %q: %w: %s", cfg.Name, ErrScript, cfg.stacks.mapText(err.Error()))
+	}
+	cfg.code = code
 	w := &Worker{cfg: cfg, env: string(env)}
 	for i := 0; i < cfg.Runtimes; i++ {
 		s := &slot{index: i}
@@ -180,6 +190,7 @@ func New(ctx context.Context, cfg Config) (*Worker, error) {
 		}
 		s.rt = rt
 		w.slots = append(w.slots, s)
+		w.entrypoints = rt.entrypoints
 	}
 	return w, nil
 }
@@ -250,6 +261,13 @@ func (w *Worker) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	}
 }
 
+func (r *request) tagOrEmpty() string {
+	if r == nil {
+		return ""
+	}
+	return r.id
+}
+
 // headWritten marks an error that happened after the response head went out.
 type headWritten struct{ err error }
 
@@ -260,13 +278,32 @@ func (e *headWritten) Unwrap() error { return e.err }
 // It returns an error, without writing anything, when the script fails
 // before it produced a response.
 func (w *Worker) Serve(rw http.ResponseWriter, r *http.Request) error {
+	return w.ServeEntrypoint(rw, r, "")
+}
+
+// Entrypoints lists the script's named WorkerEntrypoint exports (classes
+// that extend WorkerEntrypoint from cloudflare:workers), which
+// ServeEntrypoint can call; service bindings address them by name.
+func (w *Worker) Entrypoints() []string { return slices.Clone(w.entrypoints) }
+
+// ErrNoEntrypoint is returned for an entrypoint name the script does not
+// export.
+var ErrNoEntrypoint = errors.New("no such entrypoint")
+
+// ServeEntrypoint is Serve with the fetch method of the named
+// WorkerEntrypoint class; "" is the default export.
+func (w *Worker) ServeEntrypoint(rw http.ResponseWriter, r *http.Request, entrypoint string) error {
+	if entrypoint != "" && !slices.Contains(w.entrypoints, entrypoint) {
+		return fmt.Errorf("worker %q: entrypoint %q: %w", w.cfg.Name, entrypoint, ErrNoEntrypoint)
+	}
 	s := w.slots[int(w.next.Add(1)-1)%len(w.slots)]
 	rt, _ := s.current()
 	req := &request{
-		r:      r,
-		id:     strconv.FormatUint(w.reqs.Add(1), 36),
-		head:   make(chan head, 1),
-		chunks: make(chan chunk, 1),
+		r:          r,
+		id:         strconv.FormatUint(w.reqs.Add(1), 36),
+		entrypoint: entrypoint,
+		head:       make(chan head, 1),
+		chunks:     make(chan chunk, 1),
 	}
 	url := requestURL(r)
 	canonical := isCanonicalURL(url)
@@ -334,6 +371,9 @@ func (w *Worker) Serve(rw http.ResponseWriter, r *http.Request) error {
 	}
 	if h.err != nil {
 		return h.err
+	}
+	if h.ws != nil {
+		return w.serveWebSocket(rw, r, rt, h)
 	}
 	hdr := rw.Header()
 	for i := 0; i+1 < len(h.headers); i += 2 {
@@ -425,6 +465,7 @@ func copyBody(rw http.ResponseWriter, body io.ReadCloser, head bool) error {
 type request struct {
 	r          *http.Request
 	id         string // shown in logs
+	entrypoint string // a named WorkerEntrypoint; "" is the default export
 	head       chan head
 	chunks     chan chunk
 	dispatched atomic.Bool // a runtime has started running it
@@ -439,7 +480,10 @@ type head struct {
 	body    []byte
 	pipe    io.ReadCloser // a host body copied straight to the client
 	stream  bool
-	err     error
+	// ws is the socket of a 101 response; bridge is set too when it is an
+	// outbound WebSocket Go proxies to the client.
+	ws, bridge *socket
+	err        error
 }
 
 type chunk struct {

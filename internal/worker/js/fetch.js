@@ -470,12 +470,18 @@
       else if ((body = passThroughHandle(src)) === 0) { body = true; stream = src; }
     }
     return new Promise((resolve, reject) => {
-      const { id, promise: p } = B.hostAsyncId("fetch", req.method, url, requestFlatHeaders(req), body, req.redirect);
+      const { id, promise: p } = B.hostAsyncId("fetch", req.method, url, requestFlatHeaders(req), body, req.redirect, B.tag);
       if (stream) pumpSink(id, stream);
       const onAbort = () => { B.cancelOp(id); host("abortFetch", id); reject(signal.reason); };
       signal.addEventListener("abort", onAbort, { once: true });
-      p.then(([status, statusText, headers, handle, finalURL, redirected]) => {
+      p.then(([status, statusText, headers, handle, finalURL, redirected, socket]) => {
         signal.removeEventListener("abort", onAbort);
+        if (socket) {
+          const h = headersFromFlat(headers, "immutable");
+          const ws = B.wsFromHost(socket, url, h.get("sec-websocket-protocol"));
+          resolve(markFetched(new Response(null, { status: 101, statusText, headers: h, webSocket: ws }), url, false));
+          return;
+        }
         const noBody = nullBodyStatus.includes(status) || req.method === "HEAD";
         if (noBody && handle) host("closeBody", handle);
         const r = new Response(null, { status: status < 200 ? 200 : status, statusText, headers: headersFromFlat(headers, "none") });
@@ -594,6 +600,9 @@
 
   // ---- the Worker: module and dispatch ----------------------------------------------------------------------------
   let mod = null, env = {};
+  const entrypointMark = Symbol.for("berth.WorkerEntrypoint");
+  // __berth_init checks the default export and returns the names of the
+  // named WorkerEntrypoint classes, as JSON.
   g.__berth_init = (envJSON) => {
     mod = g.__berthWorker;
     env = JSON.parse(envJSON);
@@ -601,7 +610,8 @@
     if (!h) throw new TypeError("the Worker script has no default export");
     if (typeof h === "function" && typeof h.prototype?.fetch !== "function") throw new TypeError("the default export class has no fetch method");
     if (typeof h === "object" && typeof h.fetch !== "function") throw new TypeError("the default export has no fetch handler");
-    return true;
+    const named = Object.keys(mod).filter((k) => k !== "default" && typeof mod[k] === "function" && mod[k][entrypointMark] === true);
+    return JSON.stringify(named);
   };
   const errText = (e) => (e instanceof Error ? `${e.name}: ${e.message}` : "Uncaught " + B.inspect(e, 1, new Set()));
   const errStack = (e) => (e instanceof Error && e.stack ? e.stack : "");
@@ -614,6 +624,7 @@
     const b = res[bodyKey];
     const src = b.used ? null : b.source;
     const headers = flatHeaders(res.headers);
+    if (res.webSocket) return host("respond", id, 101, res.statusText, headers, null, final, B.wsTransfer(res.webSocket, B.tag));
     if (src === null) return host("respond", id, res.status, res.statusText, headers, null, final);
     if (typeof src === "string") return host("respond", id, res.status, res.statusText, headers, src, final);
     if (src instanceof Uint8Array) return host("respond", id, res.status, res.statusText, headers, toHostBuffer(src), final);
@@ -655,18 +666,18 @@
   }
   B.pumpSink = pumpSink;
 
-  const fail = (id, e) => host("fail", id, errText(e), errStack(e));
-  const end = (id) => { B.activeRequests.delete(id); host("done", id); };
+  const fail = (id, e, state) => host("fail", id, errText(e), errStack(e), !!(state && state.passThrough));
+  const end = (id) => host("done", id);
   // complete answers request id with res, then waits for ctx.waitUntil work.
   function complete(id, res, state) {
     let pending;
     try {
       pending = respond(id, res, !state.waits);
     } catch (e) {
-      fail(id, e);
+      fail(id, e, state);
     }
-    if (pending) { pending.then(() => afterResponse(id, state), (e) => { fail(id, e); afterResponse(id, state); }); return; }
-    if (!state.waits) { B.activeRequests.delete(id); return; }
+    if (pending) { pending.then(() => afterResponse(id, state), (e) => { fail(id, e, state); afterResponse(id, state); }); return; }
+    if (!state.waits) return;
     afterResponse(id, state);
   }
   function afterResponse(id, state) {
@@ -674,9 +685,8 @@
     Promise.all(state.waits).finally(() => end(id));
   }
 
-  g.__berth_dispatch = (id, method, url, headers, bodyHandle, canonical) => {
-    B.activeRequests.add(id);
-    B.setCurrentRequest(id);
+  g.__berth_dispatch = (id, tag, entrypoint, method, url, headers, bodyHandle, canonical) => {
+    B.tag = tag;
     const state = { waits: null, passThrough: false };
     try {
       if (!canonical) url = new URL(url).href;
@@ -686,16 +696,20 @@
         passThroughOnException() { state.passThrough = true; },
         props: {},
       };
-      const h = mod.default;
-      const result = typeof h === "function" ? new h(ctx, env).fetch(req) : h.fetch(req, env, ctx);
+      const h = entrypoint ? mod[entrypoint] : mod.default;
+      let result;
+      if (typeof h === "function") {
+        const instance = new h(ctx, env);
+        if (typeof instance.fetch !== "function") throw new TypeError(`the entrypoint ${entrypoint || "default"} has no fetch method`);
+        result = instance.fetch(req);
+      } else result = h.fetch(req, env, ctx);
       if (result !== null && typeof result === "object" && !(result instanceof Response) && typeof result.then === "function")
-        result.then((res) => complete(id, res, state), (e) => { fail(id, e); afterResponse(id, state); });
+        result.then((res) => complete(id, res, state), (e) => { fail(id, e, state); afterResponse(id, state); });
       else complete(id, result, state);
     } catch (e) {
-      fail(id, e);
+      fail(id, e, state);
       afterResponse(id, state);
-    } finally {
-      B.setCurrentRequest(0);
     }
   };
+  g.__berth_tag = () => B.tag;
 })(globalThis);

@@ -21,19 +21,18 @@
   const define = (name, value) => Object.defineProperty(g, name, { value, writable: true, configurable: true, enumerable: false });
 
   // ---- asynchronous host operations -----------------------------------------
+  // Each operation remembers the request whose code started it; when Go
+  // settles it, that request becomes the current one for the task and for
+  // the promise reactions the settlement runs (see "request context" below).
   let nextOp = 1;
   const ops = new Map();
   function hostAsync(op, ...args) {
-    return new Promise((resolve, reject) => {
-      const id = nextOp++;
-      ops.set(id, { resolve, reject });
-      try { host(op, id, ...args); } catch (e) { ops.delete(id); reject(e); }
-    });
+    return hostAsyncId(op, ...args).promise;
   }
   function hostAsyncId(op, ...args) {
     const id = nextOp++;
     const promise = new Promise((resolve, reject) => {
-      ops.set(id, { resolve, reject });
+      ops.set(id, { resolve, reject, tag: currentTag });
       try { host(op, id, ...args); } catch (e) { ops.delete(id); reject(e); }
     });
     return { id, promise };
@@ -42,6 +41,7 @@
     const p = ops.get(id);
     if (!p) return; // aborted meanwhile
     ops.delete(id);
+    currentTag = p.tag;
     if (ok) p.resolve(values); else p.reject(new TypeError(values[0]));
   };
   const cancelOp = (id) => ops.delete(id);
@@ -60,8 +60,17 @@
   define("DOMException", DOMException);
 
   // ---- console -------------------------------------------------------------------
-  let currentRequest = 0; // request whose JS is running synchronously now
-  const activeRequests = new Set();
+  // ---- request context ----------------------------------------------------------
+  // QuickJS has no AsyncLocalStorage. Every entry from Go into JavaScript (a
+  // request's dispatch, a settled host operation, a timer, a WebSocket event)
+  // sets currentTag to the request it belongs to, and the tag stays set while
+  // the microtasks that entry queued run, since Go drains them before the
+  // next task. Host operations and timers capture the tag when they start.
+  // So an await chain that a request started, through fetch, timers and
+  // body reads, logs under that request, even with many requests
+  // interleaved. The limit: a reaction to a promise that another request's
+  // task settles (a shared, cached promise) runs under that other request.
+  let currentTag = "";
   function inspect(v, depth, seen) {
     if (typeof v === "string") return depth === 0 ? v : JSON.stringify(v);
     if (typeof v === "function") return "[Function: " + (v.name || "anonymous") + "]";
@@ -104,12 +113,7 @@
     for (const a of rest) out += " " + inspect(a, 0, new Set());
     return out;
   }
-  function requestTag() {
-    if (currentRequest) return currentRequest;
-    if (activeRequests.size === 1) for (const id of activeRequests) return id;
-    return 0;
-  }
-  const log = (level) => (...args) => host("log", level, requestTag(), format(args));
+  const log = (level) => (...args) => host("log", level, currentTag, format(args));
   const counts = new Map(), timeMarks = new Map();
   const consoleObj = {
     log: log("info"), info: log("info"), debug: log("debug"), trace: log("debug"), warn: log("warn"), error: log("error"),
@@ -130,7 +134,7 @@
   function setTimeout(fn, ms, ...args) {
     if (typeof fn !== "function") throw new TypeError("setTimeout: callback is not a function");
     const id = nextTimer++;
-    timers.set(id, { fn, args, repeat: 0 });
+    timers.set(id, { fn, args, repeat: 0, tag: currentTag });
     host("timer", id, toDelay(ms));
     return id;
   }
@@ -138,7 +142,7 @@
     if (typeof fn !== "function") throw new TypeError("setInterval: callback is not a function");
     const id = nextTimer++;
     const delay = Math.max(1, toDelay(ms));
-    timers.set(id, { fn, args, repeat: delay });
+    timers.set(id, { fn, args, repeat: delay, tag: currentTag });
     host("timer", id, delay);
     return id;
   }
@@ -147,6 +151,7 @@
     const t = timers.get(id);
     if (!t) return;
     if (t.repeat) host("timer", id, t.repeat); else timers.delete(id);
+    currentTag = t.tag;
     t.fn(...t.args);
   };
   define("setTimeout", setTimeout);
@@ -389,5 +394,5 @@
   define("AbortController", AbortController);
 
   g.__berth = { host, hostAsync, hostAsyncId, cancelOp, toU8, toHostBuffer, isBufferSource, utf8, decodeASCII, concatBytes, inspect, format, log, signalAbort,
-    activeRequests, setCurrentRequest(id) { currentRequest = id; } };
+    get tag() { return currentTag; }, set tag(t) { currentTag = t; } };
 })(globalThis);
