@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"testing"
@@ -40,6 +41,22 @@ func TestLoad(t *testing.T) {
 	if d, err := time.ParseDuration(os.Getenv("BERTH_BENCH_DURATION")); err == nil {
 		duration = d
 	}
+	// The baseline, measured in the same run: a Go handler answering what
+	// the hello-world Worker answers, behind the same kind of server.
+	baseline := map[int]loadgen.Result{}
+	plain := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		io.WriteString(w, "Hello World!")
+	}))
+	for _, conns := range []int{2, 8} {
+		res, err := loadgen.Run(context.Background(), loadgen.Options{URL: plain.URL, Connections: conns, Duration: duration})
+		if err != nil {
+			t.Fatal(err)
+		}
+		baseline[conns] = res
+		fmt.Printf("load %-6s %s\n", "go", res)
+	}
+	plain.Close()
+
 	for _, tc := range []struct{ name, script, path, want string }{
 		{"hello", helloWorldScript, "/", "Hello World!"},
 		{"router", routerScript, "/api/users?id=42", `{"id":42,"name":"user42","tags":["a","b"]}`},
@@ -59,7 +76,9 @@ func TestLoad(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			fmt.Printf("load %-6s %s\n", tc.name, res)
+			base := baseline[conns]
+			fmt.Printf("load %-6s %s  (vs plain Go handler: %.2f× the req/s, p50 +%v)\n", tc.name, res,
+				res.RPS()/base.RPS(), (res.P50 - base.P50).Round(time.Microsecond))
 			if res.Errors > 0 {
 				t.Errorf("%s: %d errors, first: %v", tc.name, res.Errors, res.FirstError)
 			}
