@@ -1,0 +1,69 @@
+package cli
+
+import (
+	"bytes"
+	"errors"
+	"strings"
+	"testing"
+)
+
+func run(t *testing.T, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	root := newRoot(&out, &errOut)
+	root.SetArgs(args)
+	err = root.Execute()
+	return out.String(), errOut.String(), err
+}
+
+func TestUsageErrors(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"dev", "--var", "NOCOLON"}, `--var "NOCOLON": want KEY:VALUE`},
+		{[]string{"dev", "--port", "70000"}, "--port 70000"},
+		{[]string{"dev", "a", "b"}, "at most one project directory"},
+		{[]string{"dev", "--no-such-flag"}, "unknown flag"},
+		{[]string{"container", "run"}, "exactly one DOCKERFILE or IMAGE"},
+		{[]string{"container", "run", "--env", "X", "img"}, `--env "X": want KEY=VALUE`},
+		{[]string{"container", "run", "--instance-type", "huge", "img"}, `instance type "huge"`},
+	} {
+		_, _, err := run(t, tc.args...)
+		var usage usageError
+		if !errors.As(err, &usage) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("berth %v: err = %v, want a usage error containing %q", tc.args, err, tc.want)
+		}
+	}
+}
+
+func TestColonPairs(t *testing.T) {
+	got, err := colonPairs("--var", []string{"A:1", "B:x:y", "C:"})
+	if err != nil || got["A"] != "1" || got["B"] != "x:y" || got["C"] != "" {
+		t.Fatalf("colonPairs = %v, %v", got, err)
+	}
+}
+
+func TestRepoName(t *testing.T) {
+	for in, want := range map[string]string{
+		"examples/My App/Dockerfile": "my-app",
+		"./svc/Dockerfile":           "svc",
+		"/x/Web_1.2/Dockerfile":      "web_1.2",
+	} {
+		if got := repoName(in); got != want {
+			t.Errorf("repoName(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestHelpListsCommands(t *testing.T) {
+	out, _, err := run(t, "--help")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, cmd := range []string{"dev", "container"} {
+		if !strings.Contains(out, cmd) {
+			t.Errorf("help lacks %q:\n%s", cmd, out)
+		}
+	}
+}
