@@ -23,8 +23,10 @@ import (
 
 	"github.com/joho/godotenv"
 
+	"github.com/berth-dev/berth/internal/actor"
 	"github.com/berth-dev/berth/internal/bundle"
 	"github.com/berth-dev/berth/internal/config"
+	"github.com/berth-dev/berth/internal/storage"
 	"github.com/berth-dev/berth/internal/worker"
 )
 
@@ -51,6 +53,12 @@ type Options struct {
 	// Ready, if set, is called with the served URL once requests are
 	// accepted.
 	Ready func(url string)
+	// StateDir keeps Durable Object storage and the id secret across runs;
+	// default <project>/.berth/state.
+	StateDir string
+	// ObjectIdleTimeout overrides how long an idle Durable Object stays
+	// live (default actor.DefaultIdleTimeout).
+	ObjectIdleTimeout time.Duration
 }
 
 // Server is a running `berth dev`.
@@ -61,6 +69,14 @@ type Server struct {
 	current atomic.Pointer[version]
 	// inputs are the files of the last good bundle, absolute.
 	inputs []string
+
+	// Durable Objects: nil host when the project has none. The host
+	// outlives Worker versions; its Factory activates objects in the
+	// current one, which exists once loaded is closed.
+	store   *storage.Store
+	host    *actor.Host
+	classes []string
+	loaded  chan struct{}
 }
 
 // Run serves the project until ctx ends.
@@ -99,16 +115,24 @@ func newServer(opts Options) (*Server, error) {
 	if cfg.Main == "" {
 		return nil, &config.Error{Path: path, Key: "main", Msg: "required: the Worker's entry module"}
 	}
-	return &Server{opts: opts, cfg: cfg, log: opts.Logger}, nil
+	return &Server{opts: opts, cfg: cfg, log: opts.Logger, loaded: make(chan struct{})}, nil
 }
 
 func (s *Server) run(ctx context.Context) error {
+	if err := s.openObjects(); err != nil {
+		return err
+	}
+	defer s.closeObjects()
 	w, err := s.build(ctx)
 	if err != nil {
 		return err
 	}
 	s.current.Store(&version{worker: w})
-	defer func() { s.current.Load().retire() }()
+	close(s.loaded)
+	defer func() {
+		s.closeHost()
+		s.current.Load().retire()
+	}()
 
 	ln, err := net.Listen("tcp", s.listenAddr())
 	if err != nil {
@@ -165,7 +189,105 @@ func (s *Server) acquire() *version {
 // swap makes w the version new requests get; the old one closes once its
 // last request is done.
 func (s *Server) swap(w *worker.Worker) {
-	s.current.Swap(&version{worker: w}).retire()
+	old := s.current.Swap(&version{worker: w})
+	// As on a deploy, objects of the old code are reset: their next
+	// event activates them under the new version. Storage stays.
+	old.worker.ResetObjects(errCodeUpdated)
+	old.retire()
+}
+
+var errCodeUpdated = errors.New("durable object reset because its code was updated")
+
+// openObjects opens the state directory and starts the object host when the
+// config declares Durable Object classes.
+func (s *Server) openObjects() error {
+	s.classes = s.cfg.MigratedClasses()
+	if len(s.classes) == 0 && len(s.cfg.DurableObjects.Bindings) == 0 {
+		return nil
+	}
+	dir := s.opts.StateDir
+	if dir == "" {
+		dir = filepath.Join(s.cfg.Dir, ".berth", "state")
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("state directory: %w", err)
+	}
+	secret, err := actor.LoadSecret(dir, nil)
+	if err != nil {
+		return fmt.Errorf("state directory: %w", err)
+	}
+	var namespaces []*actor.Namespace
+	for _, cls := range s.classes {
+		ns, err := actor.NewNamespace(secret, cls, nil)
+		if err != nil {
+			return &config.Error{Path: s.cfg.Path, Key: "migrations", Msg: fmt.Sprintf("class %q: %v", cls, err)}
+		}
+		namespaces = append(namespaces, ns)
+	}
+	store, err := storage.OpenStore(dir, storage.StoreOptions{})
+	if err != nil {
+		return fmt.Errorf("state directory: %w", err)
+	}
+	host, err := actor.New(actor.Options{
+		Store:       store,
+		Factory:     s.activate,
+		Namespaces:  namespaces,
+		IdleTimeout: s.opts.ObjectIdleTimeout,
+		Logger:      s.log,
+	})
+	if err != nil {
+		store.Close()
+		return err
+	}
+	s.store, s.host = store, host
+	return nil
+}
+
+// activate is the object host's Factory: objects live in the current
+// Worker version.
+func (s *Server) activate(ctx context.Context, st *actor.State) (actor.Object, error) {
+	select {
+	case <-s.loaded:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	v := s.acquire()
+	defer v.release()
+	return v.worker.Activate(ctx, st)
+}
+
+// closeHost closes every live object (committing its storage) before the
+// Worker versions go.
+func (s *Server) closeHost() {
+	if s.host == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.host.Close(ctx); err != nil {
+		s.log.Warn("close durable objects", "err", err)
+	}
+}
+
+func (s *Server) closeObjects() {
+	s.closeHost()
+	if s.store != nil {
+		if err := s.store.Close(); err != nil {
+			s.log.Warn("close durable object storage", "err", err)
+		}
+	}
+}
+
+// objects is the Durable Object part of a Worker's config.
+func (s *Server) objects() *worker.Objects {
+	if s.host == nil {
+		return nil
+	}
+	bindings := map[string]string{}
+	for _, b := range s.cfg.DurableObjects.Bindings {
+		bindings[b.Name] = b.ClassName
+	}
+	return &worker.Objects{Host: s.host, Bindings: bindings, Classes: s.classes}
 }
 
 // version is one build of the Worker. Requests in flight on a replaced
@@ -224,13 +346,22 @@ func (s *Server) build(ctx context.Context) (*worker.Worker, error) {
 	if name == "" {
 		name = filepath.Base(s.cfg.Dir)
 	}
+	if s.host != nil && !slices.Equal(s.cfg.MigratedClasses(), s.classes) {
+		fmt.Fprintf(s.opts.Out, "▲ The Durable Object classes changed (%s); restart berth dev to serve them.\n", strings.Join(s.cfg.MigratedClasses(), ", "))
+	}
 	w, err := worker.New(ctx, worker.Config{
-		Name:   name,
-		Script: res.Code,
-		Vars:   vars,
-		Logger: s.log.With("worker", name),
+		Name:    name,
+		Script:  res.Code,
+		Vars:    vars,
+		Logger:  s.log.With("worker", name),
+		Objects: s.objects(),
 	})
 	if err != nil {
+		return nil, err
+	}
+	// Which classes the script exports is known only now.
+	if err := actor.Validate(s.cfg, w.Classes()); err != nil {
+		w.Close()
 		return nil, err
 	}
 	s.inputs = s.inputs[:0]

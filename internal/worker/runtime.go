@@ -40,6 +40,8 @@ var (
 	websocketJS string
 	//go:embed js/cfworkers.js
 	cloudflareWorkersJS string
+	//go:embed js/durable.js
+	durableJS string
 )
 
 //go:generate sh -c "cd jsdeps && npm ci --no-audit --no-fund && go run gen.go"
@@ -64,7 +66,7 @@ func platformCode() ([][]byte, error) {
 			return
 		}
 		defer e.Close()
-		for _, f := range []struct{ name, src string }{{"runtime.js", runtimeJS}, {"deps.js", depsJS}, {"fetch.js", fetchJS}, {"websocket.js", websocketJS}} {
+		for _, f := range []struct{ name, src string }{{"runtime.js", runtimeJS}, {"deps.js", depsJS}, {"fetch.js", fetchJS}, {"websocket.js", websocketJS}, {"durable.js", durableJS}} {
 			b, err := e.CompileScript(f.name, f.src)
 			if err != nil {
 				platform.err = err
@@ -130,6 +132,17 @@ type runtime struct {
 	// sockets are the WebSockets the script can send on, by id.
 	sockets    map[int]*socket
 	nextSocket int
+	// classes are the names of the script's exported classes.
+	classes []string
+
+	// Durable Objects living in this runtime (durable.go).
+	objs     map[int]*object
+	nextObj  int
+	calls    map[int]pendingCall
+	nextCall int
+	dirty    map[*object]struct{} // objects with an open event transaction
+	holds    map[int]func()       // ctx.waitUntil and blockConcurrencyWhile keep-alives
+	nextHold int
 }
 
 type hostBody struct {
@@ -163,6 +176,10 @@ func startRuntime(ctx context.Context, cfg *Config, env string, index int, onLim
 		fetches: map[int]context.CancelFunc{},
 		bodies:  map[int]*hostBody{},
 		sinks:   map[int]*io.PipeWriter{},
+		objs:    map[int]*object{},
+		calls:   map[int]pendingCall{},
+		dirty:   map[*object]struct{}{},
+		holds:   map[int]func(){},
 	}
 	ready := make(chan error, 1)
 	go func() {
@@ -230,7 +247,12 @@ func (rt *runtime) init(code [][]byte, env string) error {
 		return fail(fmt.Errorf("%w: %w", ErrScript, err))
 	}
 	if s, ok := names.(string); ok {
-		_ = json.Unmarshal([]byte(s), &rt.entrypoints)
+		var exports struct {
+			Entrypoints []string `json:"entrypoints"`
+			Classes     []string `json:"classes"`
+		}
+		_ = json.Unmarshal([]byte(s), &exports)
+		rt.entrypoints, rt.classes = exports.Entrypoints, exports.Classes
 	}
 	return nil
 }
@@ -274,6 +296,7 @@ func (rt *runtime) shutdown() {
 	for _, req := range rt.reqs {
 		rt.finish(req, ErrClosed)
 	}
+	rt.shutdownObjects()
 	rt.eng.Close()
 }
 
@@ -284,6 +307,7 @@ func (rt *runtime) call(fn string, args ...any) {
 	if _, err := rt.eng.Call(fn, args...); err != nil && !rt.checkLimit(err, 0) {
 		rt.log.Error("runtime call failed", "function", fn, "err", rt.cfg.stacks.mapText(errorWithStack(err)))
 	}
+	rt.flushWrites() // the end of a turn
 }
 
 // checkLimit handles err when it means the runtime went past its CPU or
@@ -311,6 +335,7 @@ func (rt *runtime) checkLimit(err error, id int) bool {
 	for rid, req := range rt.reqs {
 		rt.finish(req, &LimitError{Limit: kind, Value: value, Collateral: id != 0 && rid != id})
 	}
+	rt.abortObjects(&LimitError{Limit: kind, Value: value, Collateral: true})
 	if rt.onLimit != nil {
 		rt.onLimit(rt)
 	}
@@ -357,6 +382,7 @@ func (rt *runtime) dispatch(req *request, method, url, headers string, hasBody, 
 	if _, err := rt.eng.Call("__berth_dispatch", id, req.id, req.entrypoint, method, url, headers, body, canonical); err != nil && !rt.checkLimit(err, id) {
 		rt.fail(id, err.Error(), "")
 	}
+	rt.flushWrites()
 }
 
 // addBody registers a body JavaScript may read or pass on; 0 is no body.
@@ -505,6 +531,9 @@ var errNoRequest = errors.New("the request has already finished")
 func (rt *runtime) host(args []any) (any, error) {
 	op := argString(args, 0)
 	a := args[1:]
+	if outputOps[op] {
+		rt.flushWrites()
+	}
 	switch op {
 	case "log":
 		level := slog.LevelInfo
@@ -738,6 +767,9 @@ func (rt *runtime) host(args []any) (any, error) {
 		}
 		return nil, nil
 	}
+	if res, err, ok := rt.durableOp(op, a); ok {
+		return res, err
+	}
 	return nil, fmt.Errorf("unknown host operation %q", op)
 }
 
@@ -868,6 +900,10 @@ func (rt *runtime) fetch(a []any) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	rt.fetches[op] = cancel
+	do := rt.cfg.Client.Do
+	if target := argString(a, 7); target != "" {
+		do = func(req *http.Request) (*http.Response, error) { return rt.cfg.owner.roundTripObject(target, req) }
+	}
 	client := *rt.cfg.Client
 	switch redirect {
 	case "manual":
@@ -877,9 +913,12 @@ func (rt *runtime) fetch(a []any) {
 			return errors.New("redirect mode is \"error\"")
 		}
 	}
+	if argString(a, 7) == "" {
+		do = client.Do
+	}
 	rt.loop.Hold()
 	go func() {
-		resp, err := doFetch(ctx, &client, method, url, headers, body, size)
+		resp, err := doFetch(ctx, do, method, url, headers, body, size)
 		rt.loop.Post(func() {
 			rt.loop.Release()
 			delete(rt.fetches, op)
@@ -918,7 +957,7 @@ func (c *cancelOnClose) Close() error {
 	return err
 }
 
-func doFetch(ctx context.Context, client *http.Client, method, url string, headers []string, body io.Reader, size int64) (*http.Response, error) {
+func doFetch(ctx context.Context, do func(*http.Request) (*http.Response, error), method, url string, headers []string, body io.Reader, size int64) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, method, url, body)
 	if err != nil {
 		return nil, fmt.Errorf("fetch %s: %w", url, err)
@@ -936,7 +975,7 @@ func doFetch(ctx context.Context, client *http.Client, method, url string, heade
 		}
 		req.Header.Add(headers[i], headers[i+1])
 	}
-	resp, err := client.Do(req)
+	resp, err := do(req)
 	if err != nil {
 		return nil, fmt.Errorf("fetch %s: %w", url, err)
 	}

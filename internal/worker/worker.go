@@ -79,7 +79,11 @@ type Config struct {
 	// Clock and Random default to the real clock and crypto/rand.
 	Clock  Clock
 	Random io.Reader
+	// Objects, if set, gives the script Durable Objects: env bindings,
+	// ctx.exports, and the classes' instances living in this Worker.
+	Objects *Objects
 
+	owner  *Worker
 	stacks *stackMapper
 	// code is Script compiled to bytecode once per Worker version; every
 	// runtime of the pool (and every replacement) evaluates it.
@@ -121,7 +125,10 @@ func (e *LimitError) Unwrap() error { return ErrLimitExceeded }
 type Worker struct {
 	cfg         Config
 	entrypoints []string
+	classes     []string
 	env         string
+	objMu       sync.Mutex
+	objs        map[*object]struct{}
 	slots       []*slot
 	next        atomic.Uint64
 	reqs        atomic.Uint64
@@ -180,7 +187,8 @@ func New(ctx context.Context, cfg Config) (*Worker, error) {
 		return nil, fmt.Errorf("new worker %q: %w: %s", cfg.Name, ErrScript, cfg.stacks.mapText(err.Error()))
 	}
 	cfg.code = code
-	w := &Worker{cfg: cfg, env: string(env)}
+	w := &Worker{cfg: cfg, env: string(env), objs: map[*object]struct{}{}}
+	w.cfg.owner = w
 	for i := 0; i < cfg.Runtimes; i++ {
 		s := &slot{index: i}
 		rt, err := w.start(ctx, s)
@@ -191,6 +199,7 @@ func New(ctx context.Context, cfg Config) (*Worker, error) {
 		s.rt = rt
 		w.slots = append(w.slots, s)
 		w.entrypoints = rt.entrypoints
+		w.classes = rt.classes
 	}
 	return w, nil
 }
@@ -235,9 +244,11 @@ func (w *Worker) restart(s *slot, ready chan struct{}) {
 	}
 }
 
-// Close stops every runtime. Requests in flight fail.
+// Close stops every runtime. Requests in flight fail, and so do the events
+// of the Durable Objects living here (which the host then drops).
 func (w *Worker) Close() error {
 	w.closed.Store(true)
+	w.ResetObjects(ErrClosed)
 	for _, s := range w.slots {
 		rt, _ := s.current()
 		rt.stop()
@@ -286,6 +297,10 @@ func (w *Worker) Serve(rw http.ResponseWriter, r *http.Request) error {
 // ServeEntrypoint can call; service bindings address them by name.
 func (w *Worker) Entrypoints() []string { return slices.Clone(w.entrypoints) }
 
+// Classes lists the names of every class (function) the script exports,
+// which actor.Validate checks Durable Object bindings against.
+func (w *Worker) Classes() []string { return slices.Clone(w.classes) }
+
 // ErrNoEntrypoint is returned for an entrypoint name the script does not
 // export.
 var ErrNoEntrypoint = errors.New("no such entrypoint")
@@ -296,8 +311,20 @@ func (w *Worker) ServeEntrypoint(rw http.ResponseWriter, r *http.Request, entryp
 	if entrypoint != "" && !slices.Contains(w.entrypoints, entrypoint) {
 		return fmt.Errorf("worker %q: entrypoint %q: %w", w.cfg.Name, entrypoint, ErrNoEntrypoint)
 	}
-	s := w.slots[int(w.next.Add(1)-1)%len(w.slots)]
-	rt, _ := s.current()
+	return w.serve(rw, r, entrypoint, nil)
+}
+
+// serve runs r through the script: the fetch handler of entrypoint, or of
+// Durable Object obj (stub.fetch) when obj is set.
+func (w *Worker) serve(rw http.ResponseWriter, r *http.Request, entrypoint string, obj *object) error {
+	var s *slot
+	var rt *runtime
+	if obj != nil {
+		rt = obj.rt
+	} else {
+		s = w.slots[int(w.next.Add(1)-1)%len(w.slots)]
+		rt, _ = s.current()
+	}
 	req := &request{
 		r:          r,
 		id:         strconv.FormatUint(w.reqs.Add(1), 36),
@@ -330,7 +357,11 @@ func (w *Worker) ServeEntrypoint(rw http.ResponseWriter, r *http.Request, entryp
 	var h head
 	for attempt := 0; ; attempt++ {
 		cur := rt
-		if cur.post(func() { cur.dispatch(req, r.Method, url, flat.String(), hasBody, canonical) }) {
+		dispatch := func() { cur.dispatch(req, r.Method, url, flat.String(), hasBody, canonical) }
+		if obj != nil {
+			dispatch = func() { cur.dispatchObject(req, obj, r.Method, url, flat.String(), hasBody, canonical) }
+		}
+		if cur.post(dispatch) {
 			var died bool
 			select {
 			case h = <-req.head:
@@ -356,7 +387,7 @@ func (w *Worker) ServeEntrypoint(rw http.ResponseWriter, r *http.Request, entryp
 		}
 		// The runtime died of a limit before it took this request: wait
 		// for its replacement, once.
-		if attempt > 0 || w.closed.Load() {
+		if attempt > 0 || w.closed.Load() || obj != nil {
 			return ErrClosed
 		}
 		_, ready := s.current()
@@ -464,8 +495,9 @@ func copyBody(rw http.ResponseWriter, body io.ReadCloser, head bool) error {
 // request is one incoming request while the script handles it.
 type request struct {
 	r          *http.Request
-	id         string // shown in logs
-	entrypoint string // a named WorkerEntrypoint; "" is the default export
+	id         string  // shown in logs
+	entrypoint string  // a named WorkerEntrypoint; "" is the default export
+	obj        *object // the Durable Object it was sent to (stub.fetch)
 	head       chan head
 	chunks     chan chunk
 	dispatched atomic.Bool // a runtime has started running it

@@ -13,6 +13,8 @@ export class DurableObject {
 export class WorkflowEntrypoint {
   constructor(ctx, env) { this.ctx = ctx; this.env = env; }
 }
-export class RpcTarget {}
+export class RpcTarget {
+  static [Symbol.for("berth.RpcTarget")] = true;
+}
 export const env = {};
 export function waitUntil(p) { Promise.resolve(p).catch((e) => console.error("Uncaught (in waitUntil)", e)); }

@@ -452,7 +452,11 @@
   const markFetched = Response._fetched; delete Response._fetched;
 
   // ---- fetch ------------------------------------------------------------------------------------------
-  async function fetch(input, init) {
+  function fetch(input, init) { return fetchTo("", input, init); }
+  // fetchTo is fetch with a target other than the network: a Durable
+  // Object ("class\n" + id + "\n" + name), which Go reaches through the
+  // object host rather than an HTTP client.
+  async function fetchTo(target, input, init) {
     const req = new Request(input, init);
     const signal = req.signal;
     signal.throwIfAborted();
@@ -470,7 +474,7 @@
       else if ((body = passThroughHandle(src)) === 0) { body = true; stream = src; }
     }
     return new Promise((resolve, reject) => {
-      const { id, promise: p } = B.hostAsyncId("fetch", req.method, url, requestFlatHeaders(req), body, req.redirect, B.tag);
+      const { id, promise: p } = B.hostAsyncId("fetch", req.method, url, requestFlatHeaders(req), body, req.redirect, B.tag, target);
       if (stream) pumpSink(id, stream);
       const onAbort = () => { B.cancelOp(id); host("abortFetch", id); reject(signal.reason); };
       signal.addEventListener("abort", onAbort, { once: true });
@@ -597,6 +601,7 @@
 
   for (const [k, v] of Object.entries({ Headers, Request, Response, Blob, File, FormData, fetch, crypto, CryptoKey, structuredClone }))
     define(k, v);
+  B.fetchTo = fetchTo;
 
   // ---- the Worker: module and dispatch ----------------------------------------------------------------------------
   let mod = null, env = {};
@@ -611,7 +616,11 @@
     if (typeof h === "function" && typeof h.prototype?.fetch !== "function") throw new TypeError("the default export class has no fetch method");
     if (typeof h === "object" && typeof h.fetch !== "function") throw new TypeError("the default export has no fetch handler");
     const named = Object.keys(mod).filter((k) => k !== "default" && typeof mod[k] === "function" && mod[k][entrypointMark] === true);
-    return JSON.stringify(named);
+    const classes = Object.keys(mod).filter((k) => k !== "default" && typeof mod[k] === "function");
+    B.module = mod;
+    B.env = env;
+    if (B.initObjects) B.initObjects(env);
+    return JSON.stringify({ entrypoints: named, classes });
   };
   const errText = (e) => (e instanceof Error ? `${e.name}: ${e.message}` : "Uncaught " + B.inspect(e, 1, new Set()));
   const errStack = (e) => (e instanceof Error && e.stack ? e.stack : "");
@@ -686,6 +695,19 @@
   }
 
   g.__berth_dispatch = (id, tag, entrypoint, method, url, headers, bodyHandle, canonical) => {
+    handleFetch(id, tag, method, url, headers, bodyHandle, canonical, (req, ctx) => {
+      const h = entrypoint ? mod[entrypoint] : mod.default;
+      if (typeof h === "function") {
+        const instance = new h(ctx, env);
+        if (typeof instance.fetch !== "function") throw new TypeError(`the entrypoint ${entrypoint || "default"} has no fetch method`);
+        return instance.fetch(req);
+      }
+      return h.fetch(req, env, ctx);
+    });
+  };
+  // handleFetch builds the incoming Request of request id, runs call(req,
+  // ctx) and sends its Response (or failure) to Go.
+  function handleFetch(id, tag, method, url, headers, bodyHandle, canonical, call) {
     B.tag = tag;
     const state = { waits: null, passThrough: false };
     try {
@@ -695,14 +717,9 @@
         waitUntil(p) { (state.waits ||= []).push(Promise.resolve(p).catch((e) => B.log("error")("Uncaught (in waitUntil)", e))); },
         passThroughOnException() { state.passThrough = true; },
         props: {},
+        exports: B.exports || {},
       };
-      const h = entrypoint ? mod[entrypoint] : mod.default;
-      let result;
-      if (typeof h === "function") {
-        const instance = new h(ctx, env);
-        if (typeof instance.fetch !== "function") throw new TypeError(`the entrypoint ${entrypoint || "default"} has no fetch method`);
-        result = instance.fetch(req);
-      } else result = h.fetch(req, env, ctx);
+      const result = call(req, ctx);
       if (result !== null && typeof result === "object" && !(result instanceof Response) && typeof result.then === "function")
         result.then((res) => complete(id, res, state), (e) => { fail(id, e, state); afterResponse(id, state); });
       else complete(id, result, state);
@@ -710,6 +727,7 @@
       fail(id, e, state);
       afterResponse(id, state);
     }
-  };
+  }
+  B.handleFetch = handleFetch;
   g.__berth_tag = () => B.tag;
 })(globalThis);

@@ -1,0 +1,288 @@
+package container_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/berth-dev/berth/internal/container"
+	"github.com/berth-dev/berth/internal/container/testapp"
+)
+
+// fakeClock is a manual clock. Advance fires the timers it passes, each on
+// its own goroutine as time.AfterFunc does, and returns without waiting for
+// them (a sleep's stop may block on a grace period the test controls);
+// Settle waits for the callbacks started so far. A timer armed for a time
+// already reached fires at once.
+type fakeClock struct {
+	mu      sync.Mutex
+	now     time.Time
+	timers  []*fakeTimer
+	running sync.WaitGroup
+}
+
+type fakeTimer struct {
+	at            time.Time
+	f             func()
+	stopped, done bool
+}
+
+func newFakeClock() *fakeClock {
+	return &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) AfterFunc(d time.Duration, f func()) func() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t := &fakeTimer{at: c.now.Add(d), f: f}
+	if d <= 0 {
+		t.done = true
+		c.fireLocked(t)
+	} else {
+		c.timers = append(c.timers, t)
+	}
+	return func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if t.done || t.stopped {
+			return false
+		}
+		t.stopped = true
+		return true
+	}
+}
+
+func (c *fakeClock) fireLocked(t *fakeTimer) {
+	c.running.Add(1)
+	go func() {
+		defer c.running.Done()
+		t.f()
+	}()
+}
+
+// Advance moves the clock by d, firing due timers in time order.
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	end := c.now.Add(d)
+	sort.SliceStable(c.timers, func(i, j int) bool { return c.timers[i].at.Before(c.timers[j].at) })
+	var keep []*fakeTimer
+	for _, t := range c.timers {
+		switch {
+		case t.stopped:
+		case t.at.After(end):
+			keep = append(keep, t)
+		default:
+			if t.at.After(c.now) {
+				c.now = t.at
+			}
+			t.done = true
+			c.fireLocked(t)
+		}
+	}
+	c.timers = keep
+	c.now = end
+}
+
+// Settle waits until every callback started so far (and any they started)
+// has returned.
+func (c *fakeClock) Settle() { c.running.Wait() }
+
+// pending counts armed timers.
+func (c *fakeClock) pending() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, t := range c.timers {
+		if !t.stopped {
+			n++
+		}
+	}
+	return n
+}
+
+// objectID returns a 64-hex Durable Object id derived from name.
+func objectID(name string) string {
+	sum := sha256.Sum256([]byte(name))
+	return hex.EncodeToString(sum[:])
+}
+
+// testCtx is a context for one call that must not hang the test run.
+func testCtx(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger and a test to share.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// testLogger logs to buf and to t.
+func testLogger(t testing.TB, buf *syncBuffer) *slog.Logger {
+	return slog.New(slog.NewTextHandler(io.MultiWriter(buf, tLogWriter{t}), nil))
+}
+
+type tLogWriter struct{ t testing.TB }
+
+func (w tLogWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// imageContext writes a build context with the testapp binary (or a
+// placeholder for the fake) at bin and a Dockerfile.
+func imageContext(t testing.TB, bin []byte, dockerfile string) string {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "testapp"), bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte(dockerfile), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// managerImageDockerfile is the image of every Manager test: testapp as
+// ENTRYPOINT, so StartOptions.Entrypoint (which replaces CMD) becomes its
+// arguments.
+const managerImageDockerfile = `FROM scratch
+ENV GREETING=from-image CLASS_VAR=from-image
+LABEL berth.test=1
+COPY testapp /testapp
+EXPOSE 8080
+ENTRYPOINT ["/testapp"]
+`
+
+// waitListening dials through the Manager until port accepts: Start does not
+// wait for ports, so this waits for the container's boot, not for time.
+func waitListening(t testing.TB, m *container.Manager, owner container.Owner, port int) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		conn, err := m.Dial(testCtx(t), owner, port)
+		if err == nil {
+			conn.Close()
+			return
+		}
+		if !errors.Is(err, container.ErrPortNotListening) {
+			t.Fatalf("Dial %s port %d while waiting for it to listen: %v", owner, port, err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("port %d of %s did not listen in 30 s: %v", port, owner, err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// get does GET path on port 8080 of owner's container over Manager.Dial and
+// closes the connection before returning, so the Manager's hold is gone.
+func get(t testing.TB, m *container.Manager, owner container.Owner, path string) string {
+	t.Helper()
+	body, err := tryGet(testCtx(t), m, owner, path)
+	if err != nil {
+		t.Fatalf("GET %s from %s: %v", path, owner, err)
+	}
+	return body
+}
+
+func tryGet(ctx context.Context, m *container.Manager, owner container.Owner, path string) (string, error) {
+	conn, err := m.Dial(ctx, owner, 8080)
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close()
+	if d, ok := ctx.Deadline(); ok {
+		conn.SetDeadline(d)
+	}
+	req, _ := http.NewRequest(http.MethodGet, "http://container"+path, nil)
+	req.Close = true
+	if err := req.Write(conn); err != nil {
+		return "", err
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return "", err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("%s: %s", resp.Status, body)
+	}
+	return string(body), nil
+}
+
+func echo(t testing.TB, m *container.Manager, owner container.Owner) testapp.EchoReply {
+	t.Helper()
+	var reply testapp.EchoReply
+	body := get(t, m, owner, "/echo")
+	if err := json.Unmarshal([]byte(body), &reply); err != nil {
+		t.Fatalf("/echo answered %q: %v", body, err)
+	}
+	return reply
+}
+
+// monitor calls Monitor with a bound, so that a container that never ends
+// fails the test instead of hanging it.
+func monitor(t testing.TB, m *container.Manager, owner container.Owner) error {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err := m.Monitor(ctx, owner)
+	if errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Monitor of %s did not return in 30 s", owner)
+	}
+	return err
+}
+
+// wantErrText fails t unless err wraps target and its text contains text.
+func wantErrText(t testing.TB, what string, err, target error, text string) {
+	t.Helper()
+	if err == nil {
+		t.Fatalf("%s: no error, want one wrapping %q", what, target)
+	}
+	if target != nil && !errors.Is(err, target) {
+		t.Fatalf("%s: got %q, want an error wrapping %q", what, err, target)
+	}
+	if !strings.Contains(err.Error(), text) {
+		t.Fatalf("%s: error %q does not contain %q", what, err, text)
+	}
+}
