@@ -20,6 +20,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/berth-dev/berth/internal/clock"
 	"github.com/berth-dev/berth/internal/storage"
 )
 
@@ -27,21 +28,8 @@ import (
 // pending work stays live: Cloudflare evicts after 70-140 s.
 const DefaultIdleTimeout = 70 * time.Second
 
-// Clock is the time source of idle eviction and alarms; tests inject a
-// fake one so they do not sleep. It has the shape of worker.Clock.
-type Clock interface {
-	Now() time.Time
-	// AfterFunc calls f on its own goroutine after d; stop cancels it and
-	// reports whether it did so before f was called.
-	AfterFunc(d time.Duration, f func()) (stop func() bool)
-}
-
-type realClock struct{}
-
-func (realClock) Now() time.Time { return time.Now() }
-func (realClock) AfterFunc(d time.Duration, f func()) func() bool {
-	return time.AfterFunc(d, f).Stop
-}
+// Clock is the time source; tests inject a manual one so they do not sleep.
+type Clock = clock.Clock
 
 // Object is one activation of a Durable Object: what a Factory built (the
 // JS instance of the user's class and its event loop). The interface holds
@@ -172,7 +160,7 @@ func New(opts Options) (*Host, error) {
 		h.alarmBackoff = 2 * time.Second
 	}
 	if h.clock == nil {
-		h.clock = realClock{}
+		h.clock = clock.Real{}
 	}
 	if h.log == nil {
 		h.log = slog.Default()

@@ -16,6 +16,8 @@ import (
 
 	"github.com/containerd/errdefs"
 	"golang.org/x/time/rate"
+
+	"github.com/berth-dev/berth/internal/clock"
 )
 
 // Defaults of ManagerConfig and ClassConfig.
@@ -78,21 +80,8 @@ type Owner struct {
 
 func (o Owner) String() string { return o.Class + "/" + o.Object }
 
-// Clock is the Manager's time source; tests inject a fake one so that they
-// do not sleep. It has the shape of actor.Clock.
-type Clock interface {
-	Now() time.Time
-	// AfterFunc calls f on its own goroutine after d; stop cancels it and
-	// reports whether it did so before f was called.
-	AfterFunc(d time.Duration, f func()) (stop func() bool)
-}
-
-type realClock struct{}
-
-func (realClock) Now() time.Time { return time.Now() }
-func (realClock) AfterFunc(d time.Duration, f func()) func() bool {
-	return time.AfterFunc(d, f).Stop
-}
+// Clock is the time source; tests inject a manual one so they do not sleep.
+type Clock = clock.Clock
 
 // SleepMode is what the Manager does with a container that has been idle
 // for its inactivity timeout.
@@ -293,7 +282,7 @@ func NewManager(cfg ManagerConfig) (*Manager, error) {
 		m.log = slog.Default()
 	}
 	if m.clock == nil {
-		m.clock = realClock{}
+		m.clock = clock.Real{}
 	}
 	if m.grace == 0 {
 		m.grace = DefaultStopGrace

@@ -332,6 +332,10 @@ func (s *Server) listenAddr() string {
 	return net.JoinHostPort(ip, strconv.Itoa(port))
 }
 
+// MemoryLimit caps each Worker runtime's JavaScript heap, as Cloudflare caps
+// an isolate's memory.
+const MemoryLimit = 128 << 20
+
 // build bundles the Worker and starts a new version of it.
 func (s *Server) build(ctx context.Context) (*worker.Worker, error) {
 	res, err := bundle.Build(ctx, bundle.Options{Entry: s.cfg.Main, Dir: s.cfg.Dir, Builtins: worker.Builtins})
@@ -353,8 +357,11 @@ func (s *Server) build(ctx context.Context) (*worker.Worker, error) {
 		Name:    name,
 		Script:  res.Code,
 		Vars:    vars,
-		Logger:  s.log.With("worker", name),
+		Logger:  s.log,
 		Objects: s.objects(),
+		// limits.cpu_ms; 0 leaves the runtime's default of 30 s.
+		CPULimit:    time.Duration(s.cfg.Limits.CPUMs) * time.Millisecond,
+		MemoryLimit: MemoryLimit,
 	})
 	if err != nil {
 		return nil, err

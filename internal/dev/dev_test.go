@@ -173,3 +173,24 @@ func TestProcessEnvOnlyWhenAsked(t *testing.T) {
 		t.Fatalf("vars = %v, want TOKEN from the environment", vars)
 	}
 }
+
+func TestDevAppliesCPULimit(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "wrangler.json"), `{"main": "w.js", "limits": {"cpu_ms": 50}}`)
+	writeFile(t, filepath.Join(dir, "w.js"), `export default {
+		fetch(req) {
+			if (new URL(req.url).pathname === "/spin") { for (;;) {} }
+			return new Response("ok");
+		},
+	};`)
+	url, _ := startDev(t, Options{Dir: dir})
+	resp, err := http.Get(url + "/spin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode < 500 {
+		t.Fatalf("GET /spin = %d, want a 5xx once the 50 ms CPU limit is hit", resp.StatusCode)
+	}
+	eventually(t, url+"/", "ok")
+}

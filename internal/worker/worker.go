@@ -24,23 +24,12 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/berth-dev/berth/internal/clock"
 )
 
-// Clock is the time source for timers and performance.now; tests inject a
-// fake one so they do not sleep.
-type Clock interface {
-	Now() time.Time
-	// AfterFunc calls f on its own goroutine after d; stop cancels it and
-	// reports whether it did so before f was called.
-	AfterFunc(d time.Duration, f func()) (stop func() bool)
-}
-
-type realClock struct{}
-
-func (realClock) Now() time.Time { return time.Now() }
-func (realClock) AfterFunc(d time.Duration, f func()) func() bool {
-	return time.AfterFunc(d, f).Stop
-}
+// Clock is the time source; tests inject a manual one so they do not sleep.
+type Clock = clock.Clock
 
 // Config describes one Worker version.
 type Config struct {
@@ -163,7 +152,7 @@ func New(ctx context.Context, cfg Config) (*Worker, error) {
 		cfg.Client = &http.Client{}
 	}
 	if cfg.Clock == nil {
-		cfg.Clock = realClock{}
+		cfg.Clock = clock.Real{}
 	}
 	if cfg.Random == nil {
 		cfg.Random = rand.Reader
