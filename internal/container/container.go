@@ -206,6 +206,9 @@ type Process interface {
 	Wait(ctx context.Context) (int, error)
 	// Resize changes the terminal size of a TTY process.
 	Resize(ctx context.Context, size TermSize) error
+	// Signal sends sig to the process (exec's kill()). Signalling a process
+	// that has exited is not an error.
+	Signal(ctx context.Context, sig syscall.Signal) error
 }
 
 // LogOptions select which output Logs yields.

@@ -106,8 +106,13 @@ type ClassConfig struct {
 	Image  string
 	Limits Limits
 	// MaxInstances caps how many containers of the class run at once; 0
-	// means DefaultMaxInstances and a negative value means no cap.
+	// means DefaultMaxInstances (unless NoInstances is set) and a negative
+	// value means no cap.
 	MaxInstances int
+	// NoInstances lets no container of the class start: every Start fails
+	// with ErrNoInstance. It is how a config's explicit max_instances: 0 is
+	// expressed, since a zero MaxInstances means the default.
+	NoInstances bool
 	// StartsPerSecond caps the start rate (with a burst of one second's
 	// worth); 0 means DefaultStartsPerSecond.
 	StartsPerSecond float64
@@ -334,7 +339,10 @@ func newClass(name string, cc ClassConfig, canPause bool) (*class, error) {
 		cc.DeepSleepAfter = DefaultDeepSleepAfter
 	}
 	c := &class{name: name, cfg: cc, max: cc.MaxInstances}
-	if c.max == 0 {
+	switch {
+	case cc.NoInstances:
+		c.max = 0
+	case c.max == 0:
 		c.max = DefaultMaxInstances
 	}
 	perSecond := cc.StartsPerSecond

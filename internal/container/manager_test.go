@@ -550,6 +550,16 @@ func TestManagerNoCap(t *testing.T) {
 	}
 }
 
+func TestManagerNoInstances(t *testing.T) {
+	e := newFakeEnv(t)
+	m := e.manager(e.class(func(cc *container.ClassConfig) { cc.NoInstances = true }))
+	_, err := m.Start(testCtx(t), owner("none"), container.StartOptions{})
+	wantErrText(t, "Start with max_instances 0", err, container.ErrNoInstance, "there is no container instance that can be provided to this durable object")
+	if got := len(e.containers()); got != 0 {
+		t.Fatalf("%d containers run, want 0", got)
+	}
+}
+
 func TestManagerDefaultMaxInstances(t *testing.T) {
 	e := newFakeEnv(t)
 	m := e.manager(e.class(nil))

@@ -26,6 +26,7 @@ import (
 	"github.com/berth-dev/berth/internal/actor"
 	"github.com/berth-dev/berth/internal/bundle"
 	"github.com/berth-dev/berth/internal/config"
+	"github.com/berth-dev/berth/internal/container"
 	"github.com/berth-dev/berth/internal/storage"
 	"github.com/berth-dev/berth/internal/worker"
 )
@@ -59,6 +60,14 @@ type Options struct {
 	// ObjectIdleTimeout overrides how long an idle Durable Object stays
 	// live (default actor.DefaultIdleTimeout).
 	ObjectIdleTimeout time.Duration
+	// DisableContainers skips the config's containers (wrangler's
+	// --enable-containers=false); dev.enable_containers: false does too.
+	DisableContainers bool
+	// ContainerRuntime runs the containers; nil connects to Docker.
+	ContainerRuntime container.Runtime
+	// ContainerLabels go on every container and built image (tests add
+	// container.LabelTest).
+	ContainerLabels map[string]string
 }
 
 // Server is a running `berth dev`.
@@ -77,6 +86,12 @@ type Server struct {
 	host    *actor.Host
 	classes []string
 	loaded  chan struct{}
+
+	// Containers of the Durable Objects (containers.go); nil when the app
+	// has none or they are disabled.
+	containers       *container.Manager
+	containerClasses []string
+	closeRuntime     func() error
 }
 
 // Run serves the project until ctx ends.
@@ -123,6 +138,12 @@ func (s *Server) run(ctx context.Context) error {
 		return err
 	}
 	defer s.closeObjects()
+	if err := s.openContainers(ctx); err != nil {
+		return err
+	}
+	// Registered after closeObjects, so it runs before the store closes
+	// but after the objects were (they stop watching their containers).
+	defer s.closeContainers()
 	w, err := s.build(ctx)
 	if err != nil {
 		return err
@@ -287,7 +308,12 @@ func (s *Server) objects() *worker.Objects {
 	for _, b := range s.cfg.DurableObjects.Bindings {
 		bindings[b.Name] = b.ClassName
 	}
-	return &worker.Objects{Host: s.host, Bindings: bindings, Classes: s.classes}
+	objs := &worker.Objects{Host: s.host, Bindings: bindings, Classes: s.classes}
+	if s.containers != nil {
+		objs.Containers = s.containers
+		objs.ContainerClasses = s.containerClasses
+	}
+	return objs
 }
 
 // version is one build of the Worker. Requests in flight on a replaced

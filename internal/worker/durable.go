@@ -35,6 +35,10 @@ type Objects struct {
 	// Classes are the classes the host serves; each appears in ctx.exports
 	// (loopback stubs without a binding).
 	Classes []string
+	// Containers runs the containers of the classes in ContainerClasses,
+	// whose objects get ctx.container; nil when the app has none.
+	Containers       Containers
+	ContainerClasses []string
 }
 
 // ErrObjectReset fails events of an object that was aborted, evicted with
@@ -57,6 +61,8 @@ type object struct {
 	savepoints map[int]*storage.Savepoint
 	nextSp     int
 	calls      map[int]bool // RPC calls and alarms in flight
+
+	ct *objContainer // ctx.container; nil when the class has none
 }
 
 var _ actor.Object = (*object)(nil)
@@ -94,17 +100,30 @@ func (w *Worker) Activate(ctx context.Context, st *actor.State) (actor.Object, e
 	cls := st.ID.Namespace().Class()
 	o := &object{w: w, rt: rt, state: st, db: st.Storage, label: cls + ":" + st.ID.String()[:8],
 		savepoints: map[int]*storage.Savepoint{}, calls: map[int]bool{}}
+	// The constructor must know whether the container runs (ctx.container
+	// .running), so its status is asked first.
+	running, hasContainer := w.attachContainer(ctx, o)
+	ctRunning := any(nil)
+	if hasContainer {
+		ctRunning = running
+	}
 	errc := make(chan error, 1)
-	if !rt.post(func() { errc <- rt.newObject(o) }) {
+	if !rt.post(func() { errc <- rt.newObject(o, ctRunning) }) {
+		o.closeContainer()
 		return nil, ErrClosed
 	}
 	select {
 	case err := <-errc:
 		if err != nil {
+			o.closeContainer()
 			return nil, err
 		}
 	case <-rt.done:
+		o.closeContainer()
 		return nil, ErrClosed
+	}
+	if running {
+		rt.watchContainer(o)
 	}
 	w.objMu.Lock()
 	w.objs[o] = struct{}{}
@@ -136,12 +155,12 @@ func (w *Worker) LiveObjects() int {
 }
 
 // newObject runs on the loop goroutine.
-func (rt *runtime) newObject(o *object) error {
+func (rt *runtime) newObject(o *object, ctRunning any) error {
 	rt.nextObj++
 	o.jsID = rt.nextObj
 	rt.objs[o.jsID] = o
 	name, _ := o.state.ID.Name()
-	_, err := rt.eng.Call("__berth_do_new", o.jsID, o.state.ID.Namespace().Class(), o.state.ID.String(), name, o.label)
+	_, err := rt.eng.Call("__berth_do_new", o.jsID, o.state.ID.Namespace().Class(), o.state.ID.String(), name, o.label, ctRunning)
 	if err != nil {
 		delete(rt.objs, o.jsID)
 		o.gone = true
@@ -233,6 +252,7 @@ func (rt *runtime) closeObject(o *object) {
 		return
 	}
 	o.gone = true
+	o.closeContainer()
 	delete(rt.objs, o.jsID)
 	rt.call("__berth_do_close", o.jsID)
 	for id := range o.calls {
@@ -393,6 +413,9 @@ func (w *Worker) callObject(ctx context.Context, id actor.ID, method string, pay
 	if !ok {
 		return callResult{err: fmt.Errorf("durable object %s is not a JavaScript object", id)}
 	}
+	if o.ct != nil {
+		defer o.ct.mgr.Hold(o.ct.owner)() // a request to the object is container activity
+	}
 	return o.deliver(ctx, func(callID int) {
 		o.rt.call("__berth_do_call", o.jsID, callID, method, payload, tag)
 	})
@@ -428,8 +451,13 @@ func (w *Worker) roundTripObject(target string, req *http.Request) (*http.Respon
 		req.Header.Set("Content-Length", fmt.Sprint(req.ContentLength))
 	}
 	pr := newPipeResponse()
+	release := func() {}
+	if o.ct != nil {
+		release = o.ct.mgr.Hold(o.ct.owner) // until the response body is sent
+	}
 	go func() {
 		err := w.serve(pr, req, "", o)
+		release()
 		hd.Release()
 		pr.finish(err)
 	}()
@@ -630,6 +658,10 @@ func (rt *runtime) durableOp(op string, a []any) (result any, err error, ok bool
 			o.state.Abort(errors.New(argString(a, 1)))
 		}
 		return nil, nil, true
+	}
+	if strings.HasPrefix(op, "ct") {
+		result, err = rt.containerOp(op, a)
+		return result, err, true
 	}
 	if !strings.HasPrefix(op, "kv") && !strings.HasPrefix(op, "sql") && !strings.HasPrefix(op, "tx") &&
 		!strings.HasPrefix(op, "alarm") && op != "sync" {

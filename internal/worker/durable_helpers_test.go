@@ -29,6 +29,9 @@ type objectOptions struct {
 	runtimes    int
 	alarmBackof time.Duration
 	classes     []string // served without a binding
+	// containers backs ctx.container of containerClasses.
+	containers       Containers
+	containerClasses []string
 }
 
 // newObjectWorker starts src with the given bindings (env name → class);
@@ -82,7 +85,8 @@ func newObjectWorker(t testing.TB, src string, bindings map[string]string, opt o
 	if err != nil {
 		t.Fatal(err)
 	}
-	w, logs := newWorker(t, src, Config{Runtimes: opt.runtimes, Objects: &Objects{Host: host, Bindings: bindings, Classes: classes}})
+	w, logs := newWorker(t, src, Config{Runtimes: opt.runtimes, Objects: &Objects{Host: host, Bindings: bindings, Classes: classes,
+		Containers: opt.containers, ContainerClasses: opt.containerClasses}})
 	current.Store(w)
 	close(ready)
 	t.Cleanup(func() {

@@ -143,6 +143,9 @@ type runtime struct {
 	dirty    map[*object]struct{} // objects with an open event transaction
 	holds    map[int]func()       // ctx.waitUntil and blockConcurrencyWhile keep-alives
 	nextHold int
+	// procs are the processes ctx.container.exec() started, by id.
+	procs    map[int]*execProc
+	nextProc int
 }
 
 type hostBody struct {
@@ -180,6 +183,7 @@ func startRuntime(ctx context.Context, cfg *Config, env string, index int, onLim
 		calls:   map[int]pendingCall{},
 		dirty:   map[*object]struct{}{},
 		holds:   map[int]func(){},
+		procs:   map[int]*execProc{},
 	}
 	ready := make(chan error, 1)
 	go func() {
@@ -873,11 +877,21 @@ func (rt *runtime) fetch(a []any) {
 	op := argInt(a, 0)
 	method, url, redirect := argString(a, 1), argString(a, 2), argString(a, 5)
 	headers := splitFlat(argString(a, 3))
+	target := argString(a, 7)
 	for i := 0; i+1 < len(headers); i += 2 {
 		if headers[i] == "upgrade" && strings.EqualFold(strings.TrimSpace(headers[i+1]), "websocket") {
-			rt.fetchWebSocket(op, url, headers, argString(a, 6))
+			rt.fetchWebSocket(op, url, headers, argString(a, 6), target)
 			return
 		}
+	}
+	client := *rt.cfg.Client
+	if strings.HasPrefix(target, containerTargetPrefix) {
+		o, port, err := rt.containerTarget(target)
+		if err != nil {
+			rt.settle(op, err)
+			return
+		}
+		client = http.Client{Transport: rt.containerTransport(o, port)}
 	}
 	var body io.Reader
 	size := int64(-1)
@@ -900,11 +914,6 @@ func (rt *runtime) fetch(a []any) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	rt.fetches[op] = cancel
-	do := rt.cfg.Client.Do
-	if target := argString(a, 7); target != "" {
-		do = func(req *http.Request) (*http.Response, error) { return rt.cfg.owner.roundTripObject(target, req) }
-	}
-	client := *rt.cfg.Client
 	switch redirect {
 	case "manual":
 		client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
@@ -913,8 +922,9 @@ func (rt *runtime) fetch(a []any) {
 			return errors.New("redirect mode is \"error\"")
 		}
 	}
-	if argString(a, 7) == "" {
-		do = client.Do
+	do := client.Do
+	if target != "" && !strings.HasPrefix(target, containerTargetPrefix) {
+		do = func(req *http.Request) (*http.Response, error) { return rt.cfg.owner.roundTripObject(target, req) }
 	}
 	rt.loop.Hold()
 	go func() {
@@ -962,7 +972,9 @@ func doFetch(ctx context.Context, do func(*http.Request) (*http.Response, error)
 	if err != nil {
 		return nil, fmt.Errorf("fetch %s: %w", url, err)
 	}
-	if body != nil && size >= 0 {
+	if body != nil {
+		// -1: a streamed body of unknown length (which a Durable Object's
+		// fetch handler must still see as a body).
 		req.ContentLength = size
 	}
 	for i := 0; i+1 < len(headers); i += 2 {

@@ -292,14 +292,26 @@ func pipeWebSocket(ctx context.Context, dst, src *websocket.Conn) {
 	}
 }
 
-// fetchWebSocket is fetch with "Upgrade: websocket": it dials url and
+// fetchWebSocket is fetch with "Upgrade: websocket": it dials url (or the
+// Durable Object or container port target names) and
 // settles op like a fetch, with a 101 status and the new socket's id as an
 // eighth value; a server that refuses the upgrade gives a plain response.
-func (rt *runtime) fetchWebSocket(op int, url string, headers []string, tag string) {
+func (rt *runtime) fetchWebSocket(op int, url string, headers []string, tag, target string) {
+	opts := &websocket.DialOptions{HTTPClient: rt.cfg.Client, HTTPHeader: http.Header{}}
+	switch {
+	case strings.HasPrefix(target, containerTargetPrefix):
+		o, port, err := rt.containerTarget(target)
+		if err != nil {
+			rt.settle(op, err)
+			return
+		}
+		opts.HTTPClient = &http.Client{Transport: rt.containerTransport(o, port).t}
+	case target != "":
+		opts.HTTPClient = &http.Client{Transport: &http.Transport{DialContext: rt.cfg.owner.objectDialer(target), DisableKeepAlives: true}}
+	}
 	sock := rt.newSocket(tag)
 	delete(rt.sockets, sock.id) // registered once the handshake succeeded
 	rt.fetches[op] = sock.cancel
-	opts := &websocket.DialOptions{HTTPClient: rt.cfg.Client, HTTPHeader: http.Header{}}
 	for i := 0; i+1 < len(headers); i += 2 {
 		name, value := headers[i], headers[i+1]
 		switch {

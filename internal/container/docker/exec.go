@@ -2,11 +2,13 @@ package docker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"path"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
@@ -229,6 +231,42 @@ func (p *process) Resize(ctx context.Context, size container.TermSize) error {
 	}
 	_, err := p.r.api.ExecResize(ctx, p.id, client.ExecResizeOptions{Height: size.Rows, Width: size.Cols})
 	return wrapErr(fmt.Sprintf("resize exec %q", p.name), err)
+}
+
+// Signal signals the exec's process by its host PID, which the engine
+// reports: the Engine API has no call to signal an exec. It needs berth to
+// run on the engine's host with the right to signal the process (as root
+// does), which is where berth dev runs.
+func (p *process) Signal(ctx context.Context, sig syscall.Signal) error {
+	select {
+	case <-p.done:
+		return nil
+	default:
+	}
+	// Right after the start the engine may not have recorded the process
+	// yet: wait a moment for its PID.
+	var res client.ExecInspectResult
+	for delay := time.Millisecond; ; delay = min(2*delay, 50*time.Millisecond) {
+		var err error
+		res, err = p.r.api.ExecInspect(ctx, p.id, client.ExecInspectOptions{})
+		if err != nil {
+			return wrapErr(fmt.Sprintf("signal exec %q", p.name), err)
+		}
+		if res.Running && res.PID > 0 {
+			break
+		}
+		select {
+		case <-p.done:
+			return nil
+		case <-ctx.Done():
+			return fmt.Errorf("signal exec %q: %w", p.name, ctx.Err())
+		case <-time.After(delay):
+		}
+	}
+	if err := syscall.Kill(res.PID, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
+		return fmt.Errorf("signal exec %q (host pid %d): %w", p.name, res.PID, err)
+	}
+	return nil
 }
 
 // headWriter keeps the first max bytes written to it.

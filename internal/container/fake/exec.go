@@ -8,6 +8,7 @@ import (
 	"path"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/berth-dev/berth/internal/container"
@@ -51,7 +52,7 @@ func (rt *Runtime) Exec(ctx context.Context, id string, spec container.ExecSpec)
 		return nil, fmt.Errorf("exec %q in container %q: %w", spec.Cmd[0], id, err)
 	}
 
-	p := &process{tty: spec.TTY, size: spec.Size, signals: make(chan os.Signal, 16), done: make(chan struct{})}
+	p := &process{tty: spec.TTY, size: spec.Size, signals: make(chan os.Signal, 16), done: make(chan struct{}), kill: cancel}
 	stdout := &execWriter{ctx: pctx, gate: c.gate, tty: spec.TTY, w: orDiscard(spec.Stdout)}
 	var stderr io.Writer = stdout
 	if !spec.TTY {
@@ -84,7 +85,7 @@ func (rt *Runtime) Exec(ctx context.Context, id string, spec container.ExecSpec)
 	go func() {
 		defer cancel()
 		code := prog(pctx, sys)
-		if c.ctx.Err() != nil {
+		if c.ctx.Err() != nil || p.killed.Load() {
 			code = killedCode
 		}
 		if stdinPipe != nil {
@@ -108,6 +109,8 @@ type process struct {
 	signals chan os.Signal
 	done    chan struct{}
 	code    int // set before done is closed
+	kill    context.CancelFunc
+	killed  atomic.Bool
 
 	mu   sync.Mutex
 	size container.TermSize
@@ -120,6 +123,26 @@ func (p *process) Wait(ctx context.Context) (int, error) {
 	case <-ctx.Done():
 		return 0, fmt.Errorf("wait for exec: %w", ctx.Err())
 	}
+}
+
+// Signal delivers sig to the program; SIGKILL ends it at once (code 137),
+// as the kernel would.
+func (p *process) Signal(ctx context.Context, sig syscall.Signal) error {
+	select {
+	case <-p.done:
+		return nil
+	default:
+	}
+	if sig == syscall.SIGKILL {
+		p.killed.Store(true)
+		p.kill()
+		return nil
+	}
+	select {
+	case p.signals <- sig:
+	default:
+	}
+	return nil
 }
 
 // Resize sets the terminal size and sends SIGWINCH, as a terminal does.

@@ -581,6 +581,22 @@ func (s *suite) testExec(t *testing.T) {
 			t.Errorf("id with User 4321 = %q", r.stdout)
 		}
 	})
+	t.Run("Signal", func(t *testing.T) {
+		proc, err := s.rt.Exec(opContext(t), id, container.ExecSpec{Cmd: []string{"/testapp", "sleep", "1h"}})
+		if err != nil {
+			t.Fatalf("Exec sleep: %v", err)
+		}
+		if err := proc.Signal(opContext(t), syscall.SIGKILL); err != nil {
+			t.Fatalf("Signal SIGKILL: %v", err)
+		}
+		code, err := proc.Wait(opContext(t))
+		if err != nil || code != 137 {
+			t.Fatalf("Wait after SIGKILL = %d, %v; want 137", code, err)
+		}
+		if err := proc.Signal(opContext(t), syscall.SIGKILL); err != nil {
+			t.Errorf("Signal of an exited process: %v, want nil", err)
+		}
+	})
 	t.Run("TTY", func(t *testing.T) {
 		var out syncBuffer
 		stdinR, stdinW := io.Pipe()

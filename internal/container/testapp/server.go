@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/coder/websocket"
 )
 
 func (p *program) serve(ctx context.Context, args []string) int {
@@ -208,6 +210,26 @@ func (p *program) routes(mux *http.ServeMux, args []string, exitCode chan<- int)
 			}
 		}
 	}))
+	mux.HandleFunc("/ws", func(w http.ResponseWriter, r *http.Request) {
+		conn, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return // Accept has answered
+		}
+		defer conn.CloseNow()
+		for {
+			typ, data, err := conn.Read(r.Context())
+			if err != nil {
+				return
+			}
+			if string(data) == "close" {
+				conn.Close(websocket.StatusNormalClosure, "bye")
+				return
+			}
+			if err := conn.Write(r.Context(), typ, append([]byte("echo:"), data...)); err != nil {
+				return
+			}
+		}
+	})
 }
 
 func writeJSON(w http.ResponseWriter, v any) error {

@@ -12,6 +12,8 @@
 //	/log?stream=stdout|stderr&text=T   writes the line T to that stream
 //	/net                 interface names and whether a default route exists
 //	/stream              echoes the request body back as it arrives
+//	/ws                  a WebSocket that answers each message with "echo:"
+//	                     and the message, and closes (1000 "bye") on "close"
 //
 // SIGTERM (or SIGINT) prints "testapp got SIGTERM" and exits with
 // $TERM_EXIT_CODE (default 0), unless IGNORE_TERM=1, when it only prints.

@@ -295,7 +295,7 @@
     get storage() { return this.#rec.storage; }
     get exports() { return B.exports; }
     get props() { return {}; }
-    get container() { return undefined; }
+    get container() { return this.#rec.container; }
     waitUntil(p) {
       const hold = host("doKeepAlive", this.#rec.objID);
       Promise.resolve(p).catch((e) => B.log("error")("Uncaught (in waitUntil)", e)).finally(() => host("doRelease", hold));
@@ -329,6 +329,254 @@
     setWebSocketAutoResponse() {}
     get [Symbol.toStringTag]() { return "DurableObjectState"; }
   }
+
+  // ---- ctx.container ---------------------------------------------------------
+  // The JavaScript side of a Durable Object's container, after workerd's:
+  // running is known at construction (Go asked the Manager), start() is
+  // fire-and-forget (Go queues what follows behind it), and Go watches
+  // every run of the container and reports its end with __berth_ct_exit,
+  // which turns running false and settles monitor().
+  const sinkStream = (id) => new WritableStream({
+    async write(chunk) {
+      const b = typeof chunk === "string" ? utf8(chunk) : toU8(chunk);
+      if (b.byteLength) await hostAsync("sinkWrite", id, toHostBuffer(b));
+    },
+    close() { host("sinkClose", id, null); },
+    abort(e) { host("sinkClose", id, errText(e === undefined ? "aborted" : e)); },
+  });
+  const signalNumbers = { SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGKILL: 9, SIGUSR1: 10, SIGUSR2: 12, SIGTERM: 15 };
+  const stringMap = (what, m) => {
+    if (m === undefined || m === null) return undefined;
+    if (typeof m !== "object") throw new TypeError(`${what} must be an object of strings`);
+    const out = {};
+    for (const [k, v] of Object.entries(m)) {
+      if (typeof v !== "string") throw new TypeError(`${what}: the value of ${JSON.stringify(k)} must be a string`);
+      out[k] = v;
+    }
+    return out;
+  };
+  const execWaiters = new Map(); // exec process id → {resolve, reject}
+
+  class Container {
+    #objID; #running; #waiters = []; #destroyReason; #destroying = false;
+    constructor(key, objID, running) {
+      if (key !== idKey) throw new TypeError("Illegal constructor");
+      this.#objID = objID; this.#running = !!running;
+    }
+    get running() { return this.#running; }
+    get images() { return {}; }
+    start(options) {
+      if (this.#running) throw new Error("start() cannot be called on a container that is already running.");
+      const o = options === undefined || options === null ? {} : options;
+      if (typeof o !== "object") throw new TypeError("start: options must be an object");
+      const opts = { enableInternet: !!o.enableInternet };
+      if (o.entrypoint !== undefined) {
+        if (!Array.isArray(o.entrypoint)) throw new TypeError("start: entrypoint must be an array of strings");
+        opts.entrypoint = o.entrypoint.map(String);
+      }
+      const env = stringMap("start: env", o.env);
+      if (env) for (const k of Object.keys(env)) {
+        if (k.includes("=")) throw new Error(`Environment variable names cannot contain '=': ${k}`);
+        if (k.includes("\0")) throw new Error(`Environment variable names cannot contain '\\0': ${k}`);
+        if (env[k].includes("\0")) throw new Error(`Environment variable values cannot contain '\\0': ${k}`);
+      }
+      opts.env = env;
+      opts.labels = stringMap("start: labels", o.labels);
+      if (o.image !== undefined || o.containerSnapshot !== undefined || o.directorySnapshots !== undefined)
+        throw new TypeError("start: image, containerSnapshot and directorySnapshots need the durable_object scheduling policy, which berth does not support yet");
+      host("ctStart", this.#objID, JSON.stringify(opts));
+      this.#running = true;
+      this.#destroyReason = undefined; this.#destroying = false;
+    }
+    monitor() {
+      if (!this.#running) return Promise.reject(new Error("monitor() cannot be called on a container that is not running."));
+      let hold = 0;
+      try { hold = host("doKeepAlive", this.#objID); } catch { /* the object is going away */ }
+      return new Promise((resolve, reject) => this.#waiters.push({ resolve, reject }))
+        .finally(() => { if (hold) host("doRelease", hold); });
+    }
+    destroy(reason) {
+      if (!this.#running) return Promise.resolve();
+      if (!this.#destroying && reason !== undefined) this.#destroyReason = reason;
+      this.#destroying = true;
+      return hostAsync("ctDestroy", this.#objID).then(() => undefined);
+    }
+    signal(signo) {
+      signo = Number(signo);
+      if (!(Number.isInteger(signo) && signo > 0 && signo <= 64)) throw new RangeError("Invalid signal number.");
+      if (!this.#running) throw new Error("signal() cannot be called on a container that is not running.");
+      host("ctSignal", this.#objID, signo);
+    }
+    getTcpPort(port) {
+      port = Number(port);
+      if (!(Number.isInteger(port) && port > 0 && port < 65536)) throw new TypeError(`Invalid port number: ${port}`);
+      const objID = this.#objID;
+      const target = "@ct\n" + objID + "\n" + port;
+      return Object.freeze({
+        fetch(input, init) {
+          let req;
+          try { req = new Request(input, init); } catch (e) { return Promise.reject(e); }
+          if (req.url.startsWith("https:")) return Promise.reject(new Error("Connecting to a container using HTTPS is not currently supported; use HTTP instead. TLS is unnecessary anyway, as the connection is already secure by default."));
+          return B.fetchTo(target, req);
+        },
+        connect(address, options) {
+          if (options && (options.secureTransport === "on" || options.secureTransport === "starttls"))
+            throw new Error("Connecting to a container using TLS is not currently supported. It is unnecessary anyway, as the connection is already secure by default.");
+          return makeSocket(objID, port);
+        },
+      });
+    }
+    setInactivityTimeout(ms) {
+      const n = Number(ms);
+      if (!(n >= 0)) return Promise.reject(new RangeError("setInactivityTimeout: the duration must be a number of milliseconds, 0 or more"));
+      return hostAsync("ctInactivity", this.#objID, n).then(() => undefined);
+    }
+    async inspect() {
+      const [json] = await hostAsync("ctInspect", this.#objID);
+      return json === null ? null : JSON.parse(json);
+    }
+    async exec(cmd, options) {
+      if (!Array.isArray(cmd) || cmd.length === 0 || cmd.some((c) => typeof c !== "string"))
+        throw new TypeError("exec: the command must be a non-empty array of strings");
+      const o = options === undefined || options === null ? {} : options;
+      if (!this.#running) throw new Error("exec() cannot be called on a container that is not running.");
+      const pty = o.pty === undefined ? false : o.pty;
+      const stderr = o.stderr === undefined ? "pipe" : o.stderr;
+      if (!["pipe", "ignore", "combined"].includes(stderr)) throw new TypeError(`exec: stderr must be "pipe", "ignore" or "combined"`);
+      const stdout = o.stdout === undefined ? "pipe" : o.stdout;
+      if (!["pipe", "ignore"].includes(stdout)) throw new TypeError(`exec: stdout must be "pipe" or "ignore"`);
+      const stdinOpt = o.stdin;
+      if (stdinOpt !== undefined && stdinOpt !== null && stdinOpt !== "pipe" && !(stdinOpt instanceof ReadableStream))
+        throw new TypeError(`exec: stdin must be a ReadableStream or "pipe"`);
+      if (o.signal && o.signal.aborted) throw o.signal.reason;
+      const opts = {
+        cmd, cwd: o.cwd === undefined ? "" : String(o.cwd), env: stringMap("exec: env", o.env), user: o.user === undefined ? "" : String(o.user),
+        stdin: stdinOpt !== undefined && stdinOpt !== null, stdout: stdout === "pipe", stderr, pty: !!pty,
+        cols: pty && typeof pty === "object" ? Number(pty.cols) : 0, rows: pty && typeof pty === "object" ? Number(pty.rows) : 0,
+      };
+      const [id, outHandle, errHandle, inSink] = await hostAsync("ctExec", this.#objID, JSON.stringify(opts));
+      let resolveExit, rejectExit;
+      const exitCode = new Promise((res, rej) => { resolveExit = res; rejectExit = rej; });
+      exitCode.catch(() => {});
+      execWaiters.set(id, { resolve: resolveExit, reject: rejectExit });
+      const outStream = outHandle ? B.hostStream(outHandle) : null;
+      const errStream = errHandle ? B.hostStream(errHandle) : null;
+      let stdinStream = null;
+      if (inSink) {
+        const sink = sinkStream(inSink);
+        if (stdinOpt === "pipe") stdinStream = sink;
+        else stdinOpt.pipeTo(sink).catch(() => {});
+      }
+      const objID = this.#objID;
+      const kill = (signal) => {
+        const n = signal === undefined ? 15 : typeof signal === "string" ? signalNumbers[signal] : Number(signal);
+        if (!(Number.isInteger(n) && n > 0 && n <= 64)) throw new RangeError("Invalid signal number.");
+        host("ctKill", objID, id, n);
+      };
+      if (o.signal) o.signal.addEventListener("abort", () => { try { kill(9); } catch { /* exited */ } }, { once: true });
+      const readAll = async (s) => (s ? new Uint8Array(await new Response(s).arrayBuffer()).buffer : new ArrayBuffer(0));
+      return Object.freeze({
+        pid: 0,
+        isPty: !!pty,
+        stdin: stdinStream,
+        stdout: outStream,
+        stderr: errStream,
+        exitCode,
+        async output() {
+          const [out, err] = await Promise.all([readAll(outStream), readAll(errStream)]);
+          return { stdout: out, stderr: err, exitCode: await exitCode };
+        },
+        kill,
+        resize() { throw new TypeError("exec: resize is not supported by berth yet"); },
+      });
+    }
+    interceptOutboundHttp() { return Promise.reject(new Error("interceptOutboundHttp is not supported by berth yet")); }
+    interceptAllOutboundHttp() { return Promise.reject(new Error("interceptAllOutboundHttp is not supported by berth yet")); }
+    interceptOutboundHttps() { return Promise.reject(new Error("interceptOutboundHttps is not supported by berth yet")); }
+    snapshotContainer() { return Promise.reject(new Error("container snapshots are not supported by berth yet")); }
+
+    // #exited takes the end of the current run from Go.
+    #exited(ok, message, code) {
+      this.#running = false;
+      let err = null;
+      if (this.#destroying && this.#destroyReason !== undefined) err = this.#destroyReason;
+      else if (!ok) {
+        err = new Error(message);
+        if (code) err.exitCode = code;
+      }
+      this.#destroyReason = undefined; this.#destroying = false;
+      const waiters = this.#waiters;
+      this.#waiters = [];
+      for (const w of waiters) err === null ? w.resolve() : w.reject(err);
+    }
+    #gone(err) {
+      const waiters = this.#waiters;
+      this.#waiters = [];
+      for (const w of waiters) w.reject(err);
+    }
+    static {
+      Container._exited = (c, ok, message, code) => c.#exited(ok, message, code);
+      Container._gone = (c, err) => c.#gone(err);
+    }
+    get [Symbol.toStringTag]() { return "Container"; }
+  }
+  const containerExited = Container._exited, containerGone = Container._gone;
+  delete Container._exited; delete Container._gone;
+
+  function makeSocket(objID, port) {
+    let resolveOpened, rejectOpened, resolveClosed;
+    const opened = new Promise((res, rej) => { resolveOpened = res; rejectOpened = rej; });
+    const closed = new Promise((res) => { resolveClosed = res; });
+    opened.catch(() => {});
+    let handle = 0, readable, writable;
+    const ready = hostAsync("ctConnect", objID, port).then(([h, sink]) => {
+      handle = h;
+      resolveOpened({ remoteAddress: `container:${port}`, localAddress: undefined });
+      return [h, sink];
+    }, (e) => { rejectOpened(e); resolveClosed(); throw e; });
+    ready.catch(() => {});
+    let reader = null;
+    readable = new ReadableStream({
+      type: "bytes",
+      async pull(c) {
+        const [h] = await ready;
+        if (!reader) reader = B.hostStream(h).getReader();
+        const { done, value } = await reader.read();
+        if (done) { c.close(); if (c.byobRequest) c.byobRequest.respond(0); return; }
+        c.enqueue(value);
+      },
+      cancel() { if (handle) host("closeBody", handle); },
+    });
+    let sinkWriter = null;
+    writable = new WritableStream({
+      async write(chunk) {
+        const [, sink] = await ready;
+        if (!sinkWriter) sinkWriter = sinkStream(sink).getWriter();
+        await sinkWriter.write(chunk);
+      },
+      async close() { const [, sink] = await ready; host("sinkClose", sink, null); },
+    });
+    return {
+      readable, writable, opened, closed,
+      async close() {
+        try { await ready; } catch { return; }
+        host("closeBody", handle);
+        resolveClosed();
+      },
+      startTls() { throw new TypeError("startTls is not supported on a container port"); },
+    };
+  }
+
+  g.__berth_ct_exit = (objID, ok, message, code) => {
+    const rec = objects.get(objID);
+    if (rec && rec.container) containerExited(rec.container, ok, message, code);
+  };
+  g.__berth_ct_execExit = (id, code, message) => {
+    const w = execWaiters.get(id);
+    if (!w) return;
+    execWaiters.delete(id);
+    if (message) w.reject(new Error(message)); else w.resolve(code);
+  };
 
   // ---- storage ---------------------------------------------------------------------
   const keyString = (k) => { if (typeof k !== "string") throw new TypeError(`storage key must be a string, got ${typeof k}`); return k; };
@@ -490,13 +738,14 @@
   // ---- Go entry points ----------------------------------------------------------------
 
   // __berth_do_new constructs the instance of class cls for object objID.
-  g.__berth_do_new = (objID, cls, hex, name, tag) => {
+  g.__berth_do_new = (objID, cls, hex, name, tag, ctRunning) => {
     B.tag = tag;
     const C = B.module && B.module[cls];
     if (typeof C !== "function") throw new TypeError(`the script does not export the Durable Object class ${cls}`);
     const rec = { objID, cls, blocked: 0, queue: [], broken: null, instance: null };
     rec.id = new DurableObjectId(idKey, cls, hex, name === "" ? undefined : name);
     rec.storage = makeStorage(objID);
+    if (ctRunning === true || ctRunning === false) rec.container = new Container(idKey, objID, ctRunning);
     rec.ctx = new DurableObjectState(idKey, rec);
     objects.set(objID, rec);
     try {
@@ -512,6 +761,7 @@
     if (!rec) return;
     objects.delete(objID);
     rec.broken ||= new Error("Durable Object was evicted");
+    if (rec.container) containerGone(rec.container, rec.broken);
     const queued = rec.queue;
     rec.queue = [];
     rec.blocked = 0;

@@ -602,6 +602,7 @@
   for (const [k, v] of Object.entries({ Headers, Request, Response, Blob, File, FormData, fetch, crypto, CryptoKey, structuredClone }))
     define(k, v);
   B.fetchTo = fetchTo;
+  B.hostStream = hostStream;
 
   // ---- the Worker: module and dispatch ----------------------------------------------------------------------------
   let mod = null, env = {};
