@@ -19,6 +19,8 @@ func newDevCmd(stdout io.Writer, logger func() *slog.Logger) *cobra.Command {
 		ip         string
 		port       int
 		vars       []string
+		persistTo  string
+		containers bool
 	)
 	cmd := &cobra.Command{
 		Use:   "dev [DIR]",
@@ -53,6 +55,9 @@ func newDevCmd(stdout io.Writer, logger func() *slog.Logger) *cobra.Command {
 				Logger:     logger(),
 				Out:        stdout,
 				Watch:      true,
+
+				StateDir:          persistTo,
+				DisableContainers: !containers,
 			})
 		},
 	}
@@ -61,6 +66,8 @@ func newDevCmd(stdout io.Writer, logger func() *slog.Logger) *cobra.Command {
 	fl.StringVar(&ip, "ip", "", "IP address to listen on (default 127.0.0.1)")
 	fl.IntVar(&port, "port", 8787, "port to listen on")
 	fl.StringArrayVar(&vars, "var", nil, "a var for the Worker's env, KEY:VALUE (repeatable); overrides the config")
+	fl.StringVar(&persistTo, "persist-to", "", "directory for Durable Object state (default DIR/.berth/state)")
+	fl.BoolVar(&containers, "enable-containers", true, "run the config's containers (--enable-containers=false skips them)")
 	return cmd
 }
 
