@@ -6,9 +6,10 @@ GO ?= go
 BIN := bin/berth
 CACHE := .cache
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
-# The example `make run` serves.
-RUN_EXAMPLE := examples/hello-container
-RUN_LISTEN ?= 127.0.0.1:8787
+# The example `make run` serves with `berth dev`, and where.
+RUN_EXAMPLE := examples/sandbox
+RUN_IP ?= 127.0.0.1
+RUN_PORT ?= 8787
 TEST_TIMEOUT ?= 9m
 
 export BERTH_CACHE := $(CACHE)
@@ -24,9 +25,9 @@ build: ## build bin/berth
 engine: ## make sure a Docker engine answers (installs docker.io and starts dockerd if needed)
 	@scripts/engine.sh up
 
-run: build engine ## serve the example app on http://127.0.0.1:8787
-	CGO_ENABLED=0 $(GO) build -o $(RUN_EXAMPLE)/hello ./$(RUN_EXAMPLE)
-	$(BIN) container run --listen $(RUN_LISTEN) --port 8080 $(RUN_EXAMPLE)/Dockerfile
+run: build engine ## serve the sandbox example app (berth dev) on http://127.0.0.1:8787
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(RUN_EXAMPLE)/container/app ./$(RUN_EXAMPLE)/container
+	$(BIN) dev $(abspath $(RUN_EXAMPLE)) --ip $(RUN_IP) --port $(RUN_PORT)
 
 test: ## run every test against a real Docker engine; stops a dockerd it started
 	@scripts/engine.sh up
@@ -49,6 +50,7 @@ bench: build engine ## benchmarks against the real engine, with same-run baselin
 	BERTH_BENCH=1 $(GO) test -count=1 -run '^TestLoad' -v ./internal/worker/
 	$(GO) test -count=1 -run '^$$' -bench . -benchtime 2s ./internal/worker/
 	$(GO) test -count=1 -run '^$$' -bench 'KV|SQL' -benchtime 2000x ./internal/storage/
+	BERTH_BENCH=1 $(GO) test -count=1 -run '^TestBenchExample$$' -v -timeout 20m ./internal/e2e/
 
 clean: ## remove build outputs
-	rm -rf bin $(RUN_EXAMPLE)/hello
+	rm -rf bin examples/hello-container/hello examples/*/container/app

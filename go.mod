@@ -23,6 +23,10 @@ require (
 
 require golang.org/x/time v0.16.0
 
+require mvdan.cc/sh/v3 v3.14.1
+
+require golang.org/x/term v0.45.0 // indirect
+
 require (
 	github.com/Microsoft/go-winio v0.6.2 // indirect
 	github.com/coder/websocket v1.8.15

@@ -120,6 +120,11 @@ func newServer(opts Options) (*Server, error) {
 	} else if !filepath.IsAbs(path) {
 		path = filepath.Join(opts.Dir, path)
 	}
+	// Absolute, so that paths derived from the config (build contexts, the
+	// state dir) do not depend on the working directory.
+	if abs, err := filepath.Abs(path); err == nil {
+		path = abs
+	}
 	cfg, err := config.Load(path)
 	if err != nil {
 		return nil, err

@@ -162,8 +162,9 @@ func randomLabel(t *testing.T) string {
 	return hex.EncodeToString(b)
 }
 
-// TestContainerRun is what `make run` does: build the example image, start
-// its container, serve it on loopback, and remove the container on SIGTERM.
+// TestContainerRun serves examples/hello-container with `berth container
+// run`: build the image, start its container, serve it on loopback, and
+// remove the container on SIGTERM.
 func TestContainerRun(t *testing.T) {
 	testutil.RequireDocker(t)
 	root, err := testutil.ModuleRoot()

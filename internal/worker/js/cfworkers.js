@@ -114,6 +114,10 @@ export class Container extends DurableObject {
       if (code !== null) { await this.ctx.blockConcurrencyWhile(() => this.#setState("stopped_with_code", code)); return; }
       await this.ctx.blockConcurrencyWhile(() => this.#setState("stopped"));
       if (!errorText(error).includes(NO_INSTANCE)) { try { await this.onError(error); } catch { /* the default rethrows */ } }
+    }).catch((error) => {
+      // A container that outlives its object's reset (berth shutting down,
+      // a reload) has no storage left to record its stop in.
+      if (!errorText(error).includes("durable object was reset")) console.error("Container monitor:", error);
     });
   }
 

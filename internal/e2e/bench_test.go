@@ -1,0 +1,206 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	dcontainer "github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/network"
+	"github.com/moby/moby/client"
+
+	"github.com/berth-dev/berth/internal/container"
+	"github.com/berth-dev/berth/internal/worker/loadgen"
+)
+
+// TestBenchExample measures examples/stateless served by `berth dev`
+// against the same image run directly by the engine, in the same run, with
+// the two interleaved so that both see the same machine load:
+//
+//   - cold: the first request to a new name (/instance/<name>) until its
+//     response, through Worker → Durable Object → a container started for
+//     it; against create + start of the image with its port published on
+//     127.0.0.1 (what `docker run -d -p 127.0.0.1::8080` does) until the
+//     first 200 from that port, polled every 5 ms;
+//   - warm: a closed-loop load of GET /instance/warm through berth against
+//     the same load on the published port of the direct container, at 2
+//     and 8 connections.
+//
+// The direct baseline goes through the engine's published port (with
+// Debian's docker.io that is the userland docker-proxy); berth reaches its
+// containers inside their network namespace instead.
+//
+// It runs only with BERTH_BENCH=1 (make bench).
+func TestBenchExample(t *testing.T) {
+	if os.Getenv("BERTH_BENCH") != "1" {
+		t.Skip("set BERTH_BENCH=1 to run the example benchmark")
+	}
+	app := copyExample(t, "stateless")
+	p := app.start(t)
+	ctx := context.Background()
+
+	// The first request may build the image; it is not measured.
+	if status, body := call(t, http.MethodGet, p.url+"/instance/warm", "", nil); status != http.StatusOK {
+		t.Fatalf("warm-up = %d %q", status, body)
+	}
+	image := app.imageRef(t)
+	t.Logf("image %s; docker-proxy in use: %v", image, dockerProxyRuns())
+
+	const rounds = 7 // max_instances is 10: warm + 7 cold names fit
+	var viaBerth, viaDocker []time.Duration
+	for i := range rounds {
+		if i%2 == 0 {
+			viaBerth = append(viaBerth, coldBerth(t, p.url, fmt.Sprintf("cold-%d", i)))
+			viaDocker = append(viaDocker, coldDocker(t, app, image))
+		} else {
+			viaDocker = append(viaDocker, coldDocker(t, app, image))
+			viaBerth = append(viaBerth, coldBerth(t, p.url, fmt.Sprintf("cold-%d", i)))
+		}
+	}
+	b, d := median(viaBerth), median(viaDocker)
+	t.Logf("cold start, median of %d: berth dev %s (all %v), docker run %s (all %v), ratio %.2f (target <= 1.10)",
+		rounds, ms(b), msList(viaBerth), ms(d), msList(viaDocker), float64(b)/float64(d))
+
+	// The direct container for the warm comparison.
+	id, port := runDirect(t, app, image)
+	defer removeDirect(app, id)
+	direct := fmt.Sprintf("http://127.0.0.1:%s/", port)
+	if err := waitOK(direct, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	for _, conns := range []int{2, 8} {
+		opts := loadgen.Options{Connections: conns, Duration: 5 * time.Second, Warmup: time.Second}
+		opts.URL = p.url + "/instance/warm"
+		viaBerth, err := loadgen.Run(ctx, opts)
+		if err != nil || viaBerth.Errors > 0 {
+			t.Fatalf("berth at %d connections: %v, %d errors, first: %v", conns, err, viaBerth.Errors, viaBerth.FirstError)
+		}
+		opts.URL = direct
+		viaDirect, err := loadgen.Run(ctx, opts)
+		if err != nil || viaDirect.Errors > 0 {
+			t.Fatalf("direct at %d connections: %v, %d errors, first: %v", conns, err, viaDirect.Errors, viaDirect.FirstError)
+		}
+		t.Logf("warm, %d connections: berth dev %s", conns, viaBerth)
+		t.Logf("warm, %d connections: direct   %s", conns, viaDirect)
+		t.Logf("warm, %d connections: berth adds %s at p50 (target <= 0.5 ms), %s at p99; keeps %.0f%% of direct req/s (target >= 50%%)",
+			conns, ms(viaBerth.P50-viaDirect.P50), ms(viaBerth.P99-viaDirect.P99), 100*viaBerth.RPS()/viaDirect.RPS())
+	}
+	app.stopAndCheckGone(t, p)
+}
+
+// coldBerth times the first request to a name no object had.
+func coldBerth(t *testing.T, base, name string) time.Duration {
+	t.Helper()
+	start := time.Now()
+	status, body := call(t, http.MethodGet, base+"/instance/"+name, "", nil)
+	d := time.Since(start)
+	if status != http.StatusOK || !strings.Contains(string(body), `"instance"`) {
+		t.Fatalf("cold request to %s = %d %q", name, status, body)
+	}
+	return d
+}
+
+// coldDocker times create + start of image until the first 200 on its
+// published port, then removes the container.
+func coldDocker(t *testing.T, app *exampleApp, image string) time.Duration {
+	t.Helper()
+	start := time.Now()
+	id, port := runDirect(t, app, image)
+	defer removeDirect(app, id)
+	if err := waitOK(fmt.Sprintf("http://127.0.0.1:%s/", port), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	return time.Since(start)
+}
+
+// runDirect starts image as `docker run -d -p 127.0.0.1::8080` would and
+// returns the container and its host port. The container carries the
+// image's labels (berth.test=1 and the run's), so cleanup finds it too.
+func runDirect(t *testing.T, app *exampleApp, image string) (id, hostPort string) {
+	t.Helper()
+	ctx := context.Background()
+	port := network.MustParsePort("8080/tcp")
+	created, err := app.api.ContainerCreate(ctx, client.ContainerCreateOptions{
+		Config: &dcontainer.Config{
+			Image:        image,
+			ExposedPorts: network.PortSet{port: {}},
+			Labels:       map[string]string{container.LabelTest: "1", labelRun: app.run},
+		},
+		HostConfig: &dcontainer.HostConfig{
+			PortBindings: network.PortMap{port: {{HostIP: netip.MustParseAddr("127.0.0.1")}}},
+		},
+	})
+	if err != nil {
+		t.Fatalf("create direct container: %v", err)
+	}
+	if _, err := app.api.ContainerStart(ctx, created.ID, client.ContainerStartOptions{}); err != nil {
+		removeDirect(app, created.ID)
+		t.Fatalf("start direct container: %v", err)
+	}
+	inspected, err := app.api.ContainerInspect(ctx, created.ID, client.ContainerInspectOptions{})
+	if err != nil {
+		removeDirect(app, created.ID)
+		t.Fatal(err)
+	}
+	var bindings []network.PortBinding
+	if ns := inspected.Container.NetworkSettings; ns != nil {
+		bindings = ns.Ports[port]
+	}
+	if len(bindings) == 0 || bindings[0].HostPort == "" {
+		removeDirect(app, created.ID)
+		t.Fatalf("direct container %s: no host port for %s", created.ID, port)
+	}
+	return created.ID, bindings[0].HostPort
+}
+
+func removeDirect(app *exampleApp, id string) {
+	_, _ = app.api.ContainerRemove(context.Background(), id, client.ContainerRemoveOptions{Force: true})
+}
+
+// waitOK polls url every 5 ms until it answers 200.
+func waitOK(url string, limit time.Duration) error {
+	c := &http.Client{Timeout: time.Second}
+	deadline := time.Now().Add(limit)
+	for {
+		resp, err := c.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s did not answer 200 within %s: %v", url, limit, err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// dockerProxyRuns reports whether the engine publishes ports through the
+// userland proxy, which the direct baseline then goes through.
+func dockerProxyRuns() bool {
+	return exec.Command("pgrep", "-x", "docker-proxy").Run() == nil
+}
+
+func median(ds []time.Duration) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d)/float64(time.Millisecond)) }
+
+func msList(ds []time.Duration) string {
+	parts := make([]string, len(ds))
+	for i, d := range ds {
+		parts[i] = fmt.Sprintf("%.0f", float64(d)/float64(time.Millisecond))
+	}
+	return "[" + strings.Join(parts, " ") + "] ms"
+}
