@@ -128,7 +128,8 @@ func run(ctx context.Context, file *syntax.File, stdin string, timeout time.Dura
 		err = runner.Run(ctx, file)
 	}
 	res := execResult{DurationMS: time.Since(start).Milliseconds()}
-	switch status, isExit := interp.IsExitStatus(err); {
+	var status interp.ExitStatus
+	switch isExit := errors.As(err, &status); {
 	case ctx.Err() == context.DeadlineExceeded:
 		res.TimedOut, res.ExitCode = true, 124
 		fmt.Fprintf(stderr, "sandbox: timed out after %s\n", timeout)
@@ -156,7 +157,7 @@ func commands(next interp.ExecHandlerFunc) interp.ExecHandlerFunc {
 		}
 		fail := func(format string, a ...any) error {
 			fmt.Fprintf(hc.Stderr, args[0]+": "+format+"\n", a...)
-			return interp.NewExitStatus(1)
+			return interp.ExitStatus(1)
 		}
 		switch args[0] {
 		case "sleep":
