@@ -172,9 +172,9 @@ type StartOptions struct {
 // Per Owner, Start, Signal, Destroy and Status are serialized in arrival
 // order (workerd's getRpcTurn), as is a sleep the inactivity timer begins,
 // and Monitor waits for the calls ahead of it before it looks at the
-// container: one never observes another half done. Dial,
+// container: one never observes another half done. Dial, DialIdle, Use,
 // Inspect, Exec, Hold, Activity, Running and SetInactivityTimeout do not wait
-// for that turn (Dial and Exec take it only to wake a paused container).
+// for that turn (they take it only to wake a paused container).
 //
 // Owners of different classes, and different owners of one class, proceed
 // in parallel. Concurrent Starts of one Owner start one container: the
@@ -891,6 +891,37 @@ func (m *Manager) runningRun(s *slot, op string) (*run, error) {
 // error wrapping ErrPortNotListening, whose text contains "the container is
 // not listening"; a container that does not run gives ErrNotRunning.
 func (m *Manager) Dial(ctx context.Context, owner Owner, port int) (net.Conn, error) {
+	return m.dial(ctx, owner, port, true)
+}
+
+// DialIdle is Dial for a pool of keep-alive connections: the connection
+// does not hold the owner busy, so that an idle one lets the container
+// sleep. Each use of it is to be bracketed by Use.
+func (m *Manager) DialIdle(ctx context.Context, owner Owner, port int) (net.Conn, error) {
+	return m.dial(ctx, owner, port, false)
+}
+
+// Use marks owner busy, as Hold does, for one use of a connection DialIdle
+// made, and wakes the container if it sleeps paused. A container that does
+// not run gives ErrNotRunning.
+func (m *Manager) Use(ctx context.Context, owner Owner) (release func(), err error) {
+	s, err := m.slotFor(owner)
+	if err != nil {
+		return nil, err
+	}
+	r, err := m.runningRun(s, "use")
+	if err != nil {
+		return nil, err
+	}
+	done := m.Hold(owner)
+	if err := m.wake(ctx, s, r); err != nil {
+		done()
+		return nil, err
+	}
+	return done, nil
+}
+
+func (m *Manager) dial(ctx context.Context, owner Owner, port int, hold bool) (net.Conn, error) {
 	s, err := m.slotFor(owner)
 	if err != nil {
 		return nil, err
@@ -917,6 +948,10 @@ func (m *Manager) Dial(ctx context.Context, owner Owner, port int) (net.Conn, er
 	if err != nil {
 		done()
 		return nil, fmt.Errorf("dial container of %s: %w", owner, err)
+	}
+	if !hold {
+		done()
+		return conn, nil
 	}
 	return &heldConn{Conn: conn, release: sync.OnceFunc(done)}, nil
 }

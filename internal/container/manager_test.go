@@ -728,6 +728,39 @@ func TestManagerHoldKeepsAwake(t *testing.T) {
 	})
 }
 
+func TestManagerDialIdleAndUse(t *testing.T) {
+	e := newFakeEnv(t)
+	m := e.manager(e.class(func(cc *container.ClassConfig) { cc.InactivityTimeout = time.Minute }))
+	o := owner("pooled")
+	if _, err := m.Use(testCtx(t), o); !errors.Is(err, container.ErrNotRunning) {
+		t.Fatalf("Use before a start = %v, want ErrNotRunning", err)
+	}
+	startServing(t, m, o, container.StartOptions{})
+	conn, err := m.DialIdle(testCtx(t), o, 8080)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	release, err := m.Use(testCtx(t), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Advance(time.Hour)
+	e.clock.Settle()
+	if !m.Running(o) {
+		t.Fatal("stopped during a use")
+	}
+	release()
+	// The idle connection, still open, does not keep the container awake.
+	e.clock.Advance(time.Minute)
+	if err := monitor(t, m, o); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.DialIdle(testCtx(t), o, 8080); !errors.Is(err, container.ErrNotRunning) {
+		t.Fatalf("DialIdle after the stop = %v, want ErrNotRunning", err)
+	}
+}
+
 func TestManagerSleepStopKillsAfterGrace(t *testing.T) {
 	e := newFakeEnv(t)
 	m := e.manager(e.class(func(cc *container.ClassConfig) { cc.InactivityTimeout = time.Minute }))

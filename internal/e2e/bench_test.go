@@ -30,8 +30,9 @@ import (
 //     127.0.0.1 (what `docker run -d -p 127.0.0.1::8080` does) until the
 //     first 200 from that port, polled every 5 ms;
 //   - warm: a closed-loop load of GET /instance/warm through berth against
-//     the same load on the published port of the direct container, at 2
-//     and 8 connections.
+//     the same load on the published port of two direct containers, one
+//     with the CPU and memory limits berth gave its container (instance
+//     type lite) and one without limits, at 2 and 8 connections.
 //
 // The direct baseline goes through the engine's published port (with
 // Debian's docker.io that is the userland docker-proxy); berth reaches its
@@ -68,12 +69,25 @@ func TestBenchExample(t *testing.T) {
 	t.Logf("cold start, median of %d: berth dev %s (all %v), docker run %s (all %v), ratio %.2f (target <= 1.10)",
 		rounds, ms(b), msList(viaBerth), ms(d), msList(viaDocker), float64(b)/float64(d))
 
-	// The direct container for the warm comparison.
-	id, port := runDirect(t, app, image)
-	defer removeDirect(app, id)
-	direct := fmt.Sprintf("http://127.0.0.1:%s/", port)
-	if err := waitOK(direct, time.Minute); err != nil {
-		t.Fatal(err)
+	// The direct containers for the warm comparison: one with the CPU and
+	// memory limits berth gave its own container of the example (instance
+	// type lite: 1/16 vCPU, 256 MiB), which makes it the same container;
+	// one without limits, which shows the container's own ceiling.
+	limited := berthResources(t, app)
+	t.Logf("berth's container limits: cpu period %d µs, quota %d µs, nano cpus %d, memory %d bytes",
+		limited.CPUPeriod, limited.CPUQuota, limited.NanoCPUs, limited.Memory)
+	directs := []struct {
+		name   string
+		limits *dcontainer.Resources
+	}{{"direct, berth's limits", &limited}, {"direct, no limits", nil}}
+	urls := make([]string, len(directs))
+	for i, d := range directs {
+		id, port := runDirect(t, app, image, d.limits)
+		defer removeDirect(app, id)
+		urls[i] = fmt.Sprintf("http://127.0.0.1:%s/", port)
+		if err := waitOK(urls[i], time.Minute); err != nil {
+			t.Fatal(err)
+		}
 	}
 	for _, conns := range []int{2, 8} {
 		opts := loadgen.Options{Connections: conns, Duration: 5 * time.Second, Warmup: time.Second}
@@ -82,15 +96,17 @@ func TestBenchExample(t *testing.T) {
 		if err != nil || viaBerth.Errors > 0 {
 			t.Fatalf("berth at %d connections: %v, %d errors, first: %v", conns, err, viaBerth.Errors, viaBerth.FirstError)
 		}
-		opts.URL = direct
-		viaDirect, err := loadgen.Run(ctx, opts)
-		if err != nil || viaDirect.Errors > 0 {
-			t.Fatalf("direct at %d connections: %v, %d errors, first: %v", conns, err, viaDirect.Errors, viaDirect.FirstError)
-		}
 		t.Logf("warm, %d connections: berth dev %s", conns, viaBerth)
-		t.Logf("warm, %d connections: direct   %s", conns, viaDirect)
-		t.Logf("warm, %d connections: berth adds %s at p50 (target <= 0.5 ms), %s at p99; keeps %.0f%% of direct req/s (target >= 50%%)",
-			conns, ms(viaBerth.P50-viaDirect.P50), ms(viaBerth.P99-viaDirect.P99), 100*viaBerth.RPS()/viaDirect.RPS())
+		for i, d := range directs {
+			opts.URL = urls[i]
+			viaDirect, err := loadgen.Run(ctx, opts)
+			if err != nil || viaDirect.Errors > 0 {
+				t.Fatalf("%s at %d connections: %v, %d errors, first: %v", d.name, conns, err, viaDirect.Errors, viaDirect.FirstError)
+			}
+			t.Logf("warm, %d connections: %s: %s", conns, d.name, viaDirect)
+			t.Logf("warm, %d connections: against %s, berth adds %s at p50 (target <= 0.5 ms), %s at p99; keeps %.0f%% of its req/s (target >= 50%%)",
+				conns, d.name, ms(viaBerth.P50-viaDirect.P50), ms(viaBerth.P99-viaDirect.P99), 100*viaBerth.RPS()/viaDirect.RPS())
+		}
 	}
 	app.stopAndCheckGone(t, p)
 }
@@ -112,7 +128,7 @@ func coldBerth(t *testing.T, base, name string) time.Duration {
 func coldDocker(t *testing.T, app *exampleApp, image string) time.Duration {
 	t.Helper()
 	start := time.Now()
-	id, port := runDirect(t, app, image)
+	id, port := runDirect(t, app, image, nil)
 	defer removeDirect(app, id)
 	if err := waitOK(fmt.Sprintf("http://127.0.0.1:%s/", port), time.Minute); err != nil {
 		t.Fatal(err)
@@ -121,21 +137,27 @@ func coldDocker(t *testing.T, app *exampleApp, image string) time.Duration {
 }
 
 // runDirect starts image as `docker run -d -p 127.0.0.1::8080` would and
-// returns the container and its host port. The container carries the
-// image's labels (berth.test=1 and the run's), so cleanup finds it too.
-func runDirect(t *testing.T, app *exampleApp, image string) (id, hostPort string) {
+// returns the container and its host port; limits, when set, give its CPU
+// and memory limits. The container carries the image's
+// labels (berth.test=1 and the run's), so cleanup finds it too.
+func runDirect(t *testing.T, app *exampleApp, image string, limits *dcontainer.Resources) (id, hostPort string) {
 	t.Helper()
 	ctx := context.Background()
 	port := network.MustParsePort("8080/tcp")
+	hc := &dcontainer.HostConfig{
+		PortBindings: network.PortMap{port: {{HostIP: netip.MustParseAddr("127.0.0.1")}}},
+	}
+	if limits != nil {
+		hc.CPUPeriod, hc.CPUQuota, hc.NanoCPUs = limits.CPUPeriod, limits.CPUQuota, limits.NanoCPUs
+		hc.Memory, hc.MemorySwap = limits.Memory, limits.MemorySwap
+	}
 	created, err := app.api.ContainerCreate(ctx, client.ContainerCreateOptions{
 		Config: &dcontainer.Config{
 			Image:        image,
 			ExposedPorts: network.PortSet{port: {}},
 			Labels:       map[string]string{container.LabelTest: "1", labelRun: app.run},
 		},
-		HostConfig: &dcontainer.HostConfig{
-			PortBindings: network.PortMap{port: {{HostIP: netip.MustParseAddr("127.0.0.1")}}},
-		},
+		HostConfig: hc,
 	})
 	if err != nil {
 		t.Fatalf("create direct container: %v", err)
@@ -158,6 +180,26 @@ func runDirect(t *testing.T, app *exampleApp, image string) (id, hostPort string
 		t.Fatalf("direct container %s: no host port for %s", created.ID, port)
 	}
 	return created.ID, bindings[0].HostPort
+}
+
+// berthResources returns the CPU and memory limits of a running container
+// berth started for app.
+func berthResources(t *testing.T, app *exampleApp) dcontainer.Resources {
+	t.Helper()
+	for _, inst := range app.containers(t) {
+		if !inst.Running {
+			continue
+		}
+		res, err := app.api.ContainerInspect(context.Background(), inst.ID, client.ContainerInspectOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		hc := res.Container.HostConfig
+		return dcontainer.Resources{CPUPeriod: hc.CPUPeriod, CPUQuota: hc.CPUQuota, NanoCPUs: hc.NanoCPUs,
+			Memory: hc.Memory, MemorySwap: hc.MemorySwap}
+	}
+	t.Fatal("no running container of berth's to take the limits from")
+	return dcontainer.Resources{}
 }
 
 func removeDirect(app *exampleApp, id string) {

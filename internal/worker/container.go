@@ -27,6 +27,8 @@ type Containers interface {
 	Destroy(ctx context.Context, owner container.Owner, reason error) error
 	Signal(ctx context.Context, owner container.Owner, signo int) error
 	Dial(ctx context.Context, owner container.Owner, port int) (net.Conn, error)
+	DialIdle(ctx context.Context, owner container.Owner, port int) (net.Conn, error)
+	Use(ctx context.Context, owner container.Owner) (release func(), err error)
 	SetInactivityTimeout(owner container.Owner, d time.Duration) error
 	Hold(owner container.Owner) (release func())
 	Exec(ctx context.Context, owner container.Owner, spec container.ExecSpec) (container.Process, error)
@@ -54,6 +56,22 @@ type objContainer struct {
 	// Manager (and returned), so that what the script does after start()
 	// happens after it, as workerd's queued RPCs do.
 	started chan struct{}
+	// pools keeps, per port, the keep-alive connections of
+	// getTcpPort(port).fetch; they are dropped when the container starts or
+	// ends and when the activation closes.
+	pools map[int]*http.Transport
+}
+
+// dropPools closes the idle pooled connections: after a start or an exit
+// they lead to a container that is gone.
+func (c *objContainer) dropPools() {
+	c.mu.Lock()
+	pools := c.pools
+	c.pools = nil
+	c.mu.Unlock()
+	for _, t := range pools {
+		t.CloseIdleConnections()
+	}
 }
 
 func closedChan() chan struct{} {
@@ -125,6 +143,7 @@ func (rt *runtime) watchContainer(o *object) {
 }
 
 func (rt *runtime) postExit(o *object, err error) {
+	o.ct.dropPools()
 	msg, code := "", 0
 	var ee *container.ExitError
 	if err != nil {
@@ -172,6 +191,7 @@ func (rt *runtime) containerOp(op string, a []any) (any, error) {
 		if err := json.Unmarshal([]byte(argString(a, 0)), &opts); err != nil {
 			return nil, fmt.Errorf("start: %w", err)
 		}
+		c.dropPools()
 		done := make(chan struct{})
 		c.mu.Lock()
 		prev := c.started
@@ -314,8 +334,9 @@ func (k *keptConn) CloseWrite() error {
 }
 
 // containerTransport speaks HTTP/1.1 to a port of o's container, one
-// connection per request. An error after the connection was made (the
-// container went away mid-request) reads "Network connection lost.".
+// connection per request, which holds the container busy while it is open
+// (a WebSocket's). An error after the connection was made (the container
+// went away mid-request) reads "Network connection lost.".
 func (rt *runtime) containerTransport(o *object, port int) *containerRoundTripper {
 	rtr := &containerRoundTripper{}
 	rtr.t = &http.Transport{
@@ -332,36 +353,120 @@ func (rt *runtime) containerTransport(o *object, port int) *containerRoundTrippe
 	return rtr
 }
 
+// Pooled keep-alive connections per container port: a new connection per
+// request costs a dial into the container's network namespace here and an
+// accept there, which under a small instance type's CPU quota is most of
+// what a request costs the container.
+const (
+	containerPoolIdle    = 32
+	containerPoolTimeout = time.Minute
+)
+
+// pooledContainerTransport is containerTransport for getTcpPort(port).fetch:
+// connections are kept alive between requests and do not hold the
+// container busy while idle; each request holds it (and the object) until
+// its response body ends.
+func (rt *runtime) pooledContainerTransport(o *object, port int) *containerRoundTripper {
+	c := o.ct
+	c.mu.Lock()
+	t := c.pools[port]
+	if t == nil {
+		t = &http.Transport{
+			DisableCompression:  true,
+			MaxIdleConnsPerHost: containerPoolIdle,
+			IdleConnTimeout:     containerPoolTimeout,
+			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+				conn, err := c.mgr.DialIdle(ctx, c.owner, port)
+				if err != nil {
+					return nil, &dialError{err}
+				}
+				return conn, nil
+			},
+		}
+		if c.pools == nil {
+			c.pools = make(map[int]*http.Transport)
+		}
+		c.pools[port] = t
+	}
+	c.mu.Unlock()
+	return &containerRoundTripper{t: t, use: func(ctx context.Context) (func(), error) {
+		if err := c.waitStarted(ctx); err != nil {
+			return nil, err
+		}
+		release, err := c.mgr.Use(ctx, c.owner)
+		if err != nil {
+			return nil, err
+		}
+		keep := o.state.KeepAlive()
+		return func() { release(); keep() }, nil
+	}}
+}
+
 type dialError struct{ err error }
 
 func (e *dialError) Error() string { return e.err.Error() }
 func (e *dialError) Unwrap() error { return e.err }
 
-type containerRoundTripper struct{ t *http.Transport }
+type containerRoundTripper struct {
+	t *http.Transport
+	// use, when set, marks the container and its object busy for one
+	// request, until its response body ends.
+	use func(ctx context.Context) (release func(), err error)
+}
 
 func (c *containerRoundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
+	release := func() {}
+	if c.use != nil {
+		r, err := c.use(req.Context())
+		if err != nil {
+			return nil, &dialError{err}
+		}
+		release = r
+	}
 	resp, err := c.t.RoundTrip(req)
 	if err != nil {
+		release()
 		var de *dialError
 		if errors.As(err, &de) || req.Context().Err() != nil {
 			return nil, err
 		}
 		return nil, &errNetworkLost{err}
 	}
-	resp.Body = &lostBody{resp.Body}
+	resp.Body = &lostBody{ReadCloser: resp.Body, release: release, ended: make(chan struct{})}
 	return resp, nil
 }
 
 // lostBody reports a response body cut short by the container as a lost
-// connection.
-type lostBody struct{ io.ReadCloser }
+// connection, and tells when it ended (read to its end, failed or closed).
+type lostBody struct {
+	io.ReadCloser
+	release func()
+	once    sync.Once
+	ended   chan struct{}
+}
+
+func (b *lostBody) end() {
+	b.once.Do(func() {
+		b.release()
+		close(b.ended)
+	})
+}
 
 func (b *lostBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
-	if err != nil && err != io.EOF && !errors.Is(err, context.Canceled) {
-		err = &errNetworkLost{err}
+	if err != nil {
+		b.end()
+		if err != io.EOF && !errors.Is(err, context.Canceled) {
+			err = &errNetworkLost{err}
+		}
 	}
 	return n, err
+}
+
+func (b *lostBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.end()
+	return err
 }
 
 // containerTarget parses the fetch target of getTcpPort(port).fetch:
@@ -627,5 +732,6 @@ func (pipeAddr) String() string  { return "durable-object" }
 func (o *object) closeContainer() {
 	if o.ct != nil {
 		o.ct.cancel()
+		o.ct.dropPools()
 	}
 }

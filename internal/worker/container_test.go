@@ -5,11 +5,13 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -56,6 +58,23 @@ export class Box extends DurableObject {
       }
       case "/proxy":
         return port.fetch("http://container" + url.searchParams.get("path"), req);
+      case "/bodyend": {
+        // Three requests one after another, each read to its end; the
+        // runtime's end-of-body promise settles only once the body was read.
+        const seen = [];
+        for (let i = 0; i < 3; i++) {
+          const r = await port.fetch("http://container/echo");
+          let ended = false;
+          const done = r[Symbol.for("berth.bodyEnd")];
+          done.then(() => { ended = true; });
+          await sleep(5);
+          const before = ended;
+          await r.text();
+          await done;
+          seen.push({ before, after: ended });
+        }
+        return Response.json(seen);
+      }
       case "/exit": {
         await port.fetch("http://container/exit?code=3").then((r) => r.text());
         return new Response(await this.mon);
@@ -286,6 +305,51 @@ func TestContainerRunningAfterRestart(t *testing.T) {
 // TestContainerProxyStreamsAndWebSockets: a client request goes Worker →
 // stub.fetch → object → getTcpPort().fetch → container, streaming both
 // ways, and a WebSocket upgrade goes the same way end to end.
+// dialCounter counts the connections made for pooled container fetches.
+type dialCounter struct {
+	*container.Manager
+	idle atomic.Int64
+}
+
+func (d *dialCounter) DialIdle(ctx context.Context, owner container.Owner, port int) (net.Conn, error) {
+	conn, err := d.Manager.DialIdle(ctx, owner, port)
+	if err == nil {
+		d.idle.Add(1)
+	}
+	return conn, err
+}
+
+func TestContainerFetchReusesConnections(t *testing.T) {
+	m := fakeContainers(t, "Box")
+	counter := &dialCounter{Manager: m}
+	w := newObjectWorker(t, boxSrc, map[string]string{"BOX": "Box", "PLAIN": "Plain"},
+		objectOptions{containers: counter, containerClasses: []string{"Box"}})
+	var started struct{ Running bool }
+	getJSON(t, w, "http://x/start", &started) // waits for the port with fetches
+	var seen []struct{ Before, After bool }
+	getJSON(t, w, "http://x/bodyend", &seen)
+	if len(seen) != 3 {
+		t.Fatalf("bodyend: %+v", seen)
+	}
+	for i, s := range seen {
+		if s.Before || !s.After {
+			t.Errorf("request %d: body ended before it was read %v, after %v; want false, true", i, s.Before, s.After)
+		}
+	}
+	if n := counter.idle.Load(); n != 1 {
+		t.Errorf("%d connections for requests one after another, want 1 (kept alive)", n)
+	}
+	// A new container gets new connections: the exit drops the pool.
+	if rec := do(t, w, "GET", "http://x/exit", nil); rec.Code != 200 {
+		t.Fatalf("exit: %d %s", rec.Code, rec.Body)
+	}
+	getJSON(t, w, "http://x/start", &started)
+	getJSON(t, w, "http://x/bodyend", &seen)
+	if n := counter.idle.Load(); n != 2 {
+		t.Errorf("%d connections in all after a restart, want 2", n)
+	}
+}
+
 func TestContainerProxyStreamsAndWebSockets(t *testing.T) {
 	m := fakeContainers(t, "Box")
 	w := boxWorker(t, m, "")

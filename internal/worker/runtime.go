@@ -152,6 +152,9 @@ type hostBody struct {
 	rc    io.ReadCloser
 	size  int64  // -1 when unknown
 	owner string // the request whose code made it; it is closed when that request ends
+	// ended, when set, is closed once the body was read to its end, failed
+	// or was closed, wherever it went (a container's response body).
+	ended <-chan struct{}
 }
 
 type timer struct {
@@ -710,6 +713,21 @@ func (rt *runtime) host(args []any) (any, error) {
 			return nil, err
 		})
 		return nil, nil
+	case "bodyEnd":
+		// Settles when the body ends, even after it was handed on to Go
+		// (passed through to a response) without JS reading it. Not held
+		// on the loop: a body nobody reads must not keep the runtime busy.
+		opID := argInt(a, 0)
+		b, ok := rt.bodies[argInt(a, 1)]
+		if !ok || b.ended == nil {
+			rt.settle(opID, nil)
+			return nil, nil
+		}
+		go func() {
+			<-b.ended
+			rt.loop.Post(func() { rt.settle(opID, nil) })
+		}()
+		return nil, nil
 	case "closeBody":
 		if b, err := rt.takeBody(argInt(a, 0)); err == nil {
 			b.rc.Close()
@@ -891,7 +909,7 @@ func (rt *runtime) fetch(a []any) {
 			rt.settle(op, err)
 			return
 		}
-		client = http.Client{Transport: rt.containerTransport(o, port)}
+		client = http.Client{Transport: rt.pooledContainerTransport(o, port)}
 	}
 	var body io.Reader
 	size := int64(-1)
@@ -950,6 +968,9 @@ func (rt *runtime) fetch(a []any) {
 			statusText := strings.TrimSpace(strings.TrimPrefix(resp.Status, strconv.Itoa(resp.StatusCode)))
 			final := resp.Request.URL.String()
 			handle := rt.addBody(&cancelOnClose{resp.Body, cancel}, resp.ContentLength, argString(a, 6))
+			if lb, ok := resp.Body.(*lostBody); ok {
+				rt.bodies[handle].ended = lb.ended
+			}
 			rt.settle(op, nil, resp.StatusCode, statusText, flat, handle, final, final != url)
 		})
 	}()

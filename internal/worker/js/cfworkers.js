@@ -31,6 +31,7 @@ const NO_INSTANCE = "there is no container instance that can be provided to this
 const RATE_LIMITED = "you are requesting too many containers per second";
 const NOT_LISTENING = "the container is not listening";
 const TARGET_PORT_HEADER = "cf-container-target-port";
+const BODY_END = Symbol.for("berth.bodyEnd"); // set by the runtime on a container port's responses
 const POLL_MS = 300;
 const PORTS_TIMEOUT_MS = 20_000;
 const PING_TIMEOUT_MS = 5_000;
@@ -263,8 +264,16 @@ export class Container extends DurableObject {
       this.renewActivityTimeout();
       return res;
     }
+    const done = () => { this.#inflight--; this.renewActivityTimeout(); };
+    const ended = res[BODY_END];
+    if (ended) {
+      // The body passes through untouched (no copy through JavaScript);
+      // the runtime says when it has ended.
+      ended.then(done);
+      return new Response(res.body, res);
+    }
     const { readable, writable } = new IdentityTransformStream();
-    res.body.pipeTo(writable).catch(() => {}).finally(() => { this.#inflight--; this.renewActivityTimeout(); });
+    res.body.pipeTo(writable).catch(() => {}).finally(done);
     return new Response(readable, res);
   }
 

@@ -452,6 +452,9 @@
   const markFetched = Response._fetched; delete Response._fetched;
 
   // ---- fetch ------------------------------------------------------------------------------------------
+  // bodyEndKey is the property, on a Response from a container port, of a
+  // promise that settles when the response body has ended.
+  const bodyEndKey = Symbol.for("berth.bodyEnd");
   function fetch(input, init) { return fetchTo("", input, init); }
   // fetchTo is fetch with a target other than the network: a Durable
   // Object ("class\n" + id + "\n" + name), which Go reaches through the
@@ -491,6 +494,10 @@
         const r = new Response(null, { status: status < 200 ? 200 : status, statusText, headers: headersFromFlat(headers, "none") });
         if (status < 200) Object.defineProperty(r, "status", { value: status });
         r[bodyKey].source = noBody || !handle ? null : { hostBody: handle };
+        // A container's response tells when its body has ended, wherever
+        // it went: the Container class counts a request in flight until then
+        // without piping the body through JavaScript.
+        if (!noBody && handle && target.startsWith("@ct\n")) r[bodyEndKey] = hostAsync("bodyEnd", handle).then(() => undefined);
         setGuard(r.headers, "immutable");
         resolve(markFetched(r, finalURL, redirected));
       }, (e) => { signal.removeEventListener("abort", onAbort); reject(e); });
