@@ -172,13 +172,20 @@ func (s *Server) run(ctx context.Context) error {
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 
+	// Watch before announcing Ready, so that no change made after Ready is
+	// missed.
+	if s.opts.Watch {
+		w, err := s.startWatch()
+		if err != nil {
+			s.log.Error("watch sources: rebuilds are off", "err", err)
+		} else {
+			go w.run(ctx)
+		}
+	}
 	url := "http://" + ln.Addr().String()
 	fmt.Fprintf(s.opts.Out, "Ready on %s\n", url)
 	if s.opts.Ready != nil {
 		s.opts.Ready(url)
-	}
-	if s.opts.Watch {
-		go s.watch(ctx)
 	}
 
 	select {

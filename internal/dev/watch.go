@@ -17,46 +17,58 @@ import (
 // write a file in several steps.
 const settle = 100 * time.Millisecond
 
-// watch rebuilds whenever a file of the bundle or the config changes, until
-// ctx ends. A failed rebuild is printed and the last good version keeps
-// serving.
-func (s *Server) watch(ctx context.Context) {
+// sourceWatch rebuilds whenever a file of the bundle or the config changes.
+// A failed rebuild is printed and the last good version keeps serving.
+type sourceWatch struct {
+	s       *Server
+	w       *fsnotify.Watcher
+	watched map[string]bool
+}
+
+// startWatch watches the current sources; run then handles their changes.
+func (s *Server) startWatch() (*sourceWatch, error) {
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
-		s.log.Error("watch sources: rebuilds are off", "err", err)
-		return
+		return nil, err
 	}
-	defer w.Close()
-	watched := map[string]bool{}
-	addDirs := func() {
-		for _, dir := range s.watchDirs() {
-			if watched[dir] {
-				continue
-			}
-			if err := w.Add(dir); err != nil {
-				s.log.Warn("watch sources", "dir", dir, "err", err)
-				continue
-			}
-			watched[dir] = true
-		}
-	}
-	addDirs()
+	sw := &sourceWatch{s: s, w: w, watched: map[string]bool{}}
+	sw.addDirs()
+	return sw, nil
+}
 
+// addDirs watches the source directories not yet watched; a rebuild may
+// have brought new ones.
+func (sw *sourceWatch) addDirs() {
+	for _, dir := range sw.s.watchDirs() {
+		if sw.watched[dir] {
+			continue
+		}
+		if err := sw.w.Add(dir); err != nil {
+			sw.s.log.Warn("watch sources", "dir", dir, "err", err)
+			continue
+		}
+		sw.watched[dir] = true
+	}
+}
+
+// run rebuilds on changes until ctx ends.
+func (sw *sourceWatch) run(ctx context.Context) {
+	defer sw.w.Close()
 	var timer <-chan time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case err := <-w.Errors:
-			s.log.Warn("watch sources", "err", err)
-		case ev := <-w.Events:
-			if s.relevant(ev.Name) {
+		case err := <-sw.w.Errors:
+			sw.s.log.Warn("watch sources", "err", err)
+		case ev := <-sw.w.Events:
+			if sw.s.relevant(ev.Name) {
 				timer = time.After(settle)
 			}
 		case <-timer:
 			timer = nil
-			s.rebuild(ctx)
-			addDirs()
+			sw.s.rebuild(ctx)
+			sw.addDirs()
 		}
 	}
 }
