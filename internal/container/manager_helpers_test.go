@@ -2,7 +2,6 @@ package container_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -22,6 +21,7 @@ import (
 
 	"github.com/berth-dev/berth/internal/container"
 	"github.com/berth-dev/berth/internal/container/testapp"
+	"github.com/berth-dev/berth/internal/testutil"
 )
 
 // fakeClock is a manual clock. Advance fires the timers it passes, each on
@@ -135,23 +135,7 @@ func testCtx(t testing.TB) context.Context {
 	return ctx
 }
 
-// syncBuffer is a bytes.Buffer safe for a logger and a test to share.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+type syncBuffer = testutil.SyncBuffer
 
 // testLogger logs to buf and to t.
 func testLogger(t testing.TB, buf *syncBuffer) *slog.Logger {

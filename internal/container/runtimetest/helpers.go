@@ -1,7 +1,6 @@
 package runtimetest
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -15,12 +14,12 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/berth-dev/berth/internal/container"
 	"github.com/berth-dev/berth/internal/container/testapp"
+	"github.com/berth-dev/berth/internal/testutil"
 )
 
 // Generous bounds: a loaded machine and a real engine are slow, and a
@@ -303,24 +302,7 @@ func waitEvent(t testing.TB, events <-chan container.Event, what string, match f
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe to write from the runtime while the
-// test reads it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+type syncBuffer = testutil.SyncBuffer
 
 // waitOutput polls buf until it contains text.
 func waitOutput(t testing.TB, buf *syncBuffer, text string) {
