@@ -84,8 +84,10 @@ type Options struct {
 	Store *storage.Store
 	// Factory builds activations; required.
 	Factory Factory
-	// Namespaces are the Durable Object classes the host serves. Alarms of
-	// other namespaces found in the store are left alone (logged).
+	// Namespaces are the Durable Object classes the host serves; no two
+	// may share a class or an identity. Alarms are routed by the identity
+	// (the storage namespace); alarms of other namespaces found in the
+	// store are left alone (logged).
 	Namespaces []*Namespace
 	// IdleTimeout is how long an object stays live without events in
 	// flight and without pending work; default DefaultIdleTimeout.
@@ -107,7 +109,8 @@ type Options struct {
 type Host struct {
 	store        *storage.Store
 	factory      Factory
-	namespaces   map[string]*Namespace
+	namespaces   map[string]*Namespace // by identity (storage namespace)
+	byClass      map[string]*Namespace
 	idle         time.Duration
 	alarmRetries int
 	alarmBackoff time.Duration
@@ -136,6 +139,7 @@ func New(opts Options) (*Host, error) {
 		store:        opts.Store,
 		factory:      opts.Factory,
 		namespaces:   map[string]*Namespace{},
+		byClass:      map[string]*Namespace{},
 		idle:         opts.IdleTimeout,
 		alarmRetries: opts.AlarmRetries,
 		alarmBackoff: opts.AlarmBackoff,
@@ -145,10 +149,14 @@ func New(opts Options) (*Host, error) {
 		alarms:       map[storage.ObjectKey]*alarmEntry{},
 	}
 	for _, ns := range opts.Namespaces {
-		if other, ok := h.namespaces[ns.class]; ok && other != ns {
+		if other, ok := h.byClass[ns.class]; ok && other != ns {
 			return nil, fmt.Errorf("actor host: namespace %q given twice: %w", ns.class, ErrInvalid)
 		}
-		h.namespaces[ns.class] = ns
+		if other, ok := h.namespaces[ns.identity]; ok && other != ns {
+			return nil, fmt.Errorf("actor host: classes %q and %q share the identity %q: %w", other.class, ns.class, ns.identity, ErrInvalid)
+		}
+		h.byClass[ns.class] = ns
+		h.namespaces[ns.identity] = ns
 	}
 	if h.idle <= 0 {
 		h.idle = DefaultIdleTimeout
@@ -243,7 +251,7 @@ func (h *Host) Get(ctx context.Context, id ID) (*Handle, error) {
 	if id.IsZero() {
 		return nil, fmt.Errorf("get durable object: zero id: %w", ErrInvalid)
 	}
-	if h.namespaces[id.ns.class] != id.ns {
+	if h.namespaces[id.ns.identity] != id.ns {
 		return nil, fmt.Errorf("get durable object %s: namespace %q is not served by this host: %w", id, id.ns.class, ErrInvalid)
 	}
 	key := id.Key()
@@ -418,7 +426,7 @@ func (h *Host) closeObject(ctx context.Context, a *activation) {
 // idFromString), one per durable_objects binding, sharing it between
 // bindings of the same class.
 func (h *Host) Namespace(class string) (*Namespace, bool) {
-	ns, ok := h.namespaces[class]
+	ns, ok := h.byClass[class]
 	return ns, ok
 }
 

@@ -242,3 +242,67 @@ func TestCloseWaitsForEventsThenClosesObjects(t *testing.T) {
 	}
 	busy.Release()
 }
+
+func TestRenamedClassKeepsIDsStorageAndAlarms(t *testing.T) {
+	e := newTestEnv(t, Options{})
+	id := e.ns.IDFromName("kept")
+	hd := e.get(id)
+	if err := hd.State().Storage.Put("k", []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	hd.Release()
+	due := epoch.Add(time.Minute)
+	setAlarm(t, e, id, due)
+	e.closeAll()
+
+	// After renamed_classes Counter -> Tally, the class is Tally with the
+	// identity Counter.
+	renamed, err := NewNamespaceWithIdentity(e.secret, "Tally", "Counter", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.open(Options{Namespaces: []*Namespace{renamed}})
+	if ns, ok := e.host.Namespace("Tally"); !ok || ns != renamed {
+		t.Fatalf("Namespace(Tally) = %v, %v", ns, ok)
+	}
+	if _, ok := e.host.Namespace("Counter"); ok {
+		t.Fatal("the old class name is still served")
+	}
+	again := renamed.IDFromName("kept")
+	if again.String() != id.String() {
+		t.Fatalf("idFromName after rename = %s, want %s", again, id)
+	}
+	if _, err := renamed.IDFromString(id.String()); err != nil {
+		t.Fatalf("id from before the rename rejected: %v", err)
+	}
+	if again.Namespace().Class() != "Tally" || again.Key() != id.Key() {
+		t.Fatalf("class %q key %v; want Tally, %v", again.Namespace().Class(), again.Key(), id.Key())
+	}
+	hd = e.get(again)
+	v, ok, err := hd.State().Storage.Get("k")
+	hd.Release()
+	if err != nil || !ok || string(v) != "v" {
+		t.Fatalf("stored value after rename = %q, %v, %v", v, ok, err)
+	}
+	e.clock.Set(due)
+	if calls := e.factory.alarms(); len(calls) != 1 || calls[0].id != id.String() {
+		t.Fatalf("alarm deliveries after rename = %+v, want one to %s", calls, id)
+	}
+}
+
+func TestHostRejectsTwoClassesOfOneIdentity(t *testing.T) {
+	store, err := storage.OpenStore(t.TempDir(), storage.StoreOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	a := mustNamespace(t, testSecret(), "A")
+	b, err := NewNamespaceWithIdentity(testSecret(), "B", "A", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = New(Options{Store: store, Factory: newFakeFactory(t, newFakeClock()).New, Namespaces: []*Namespace{a, b}})
+	if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "identity") {
+		t.Fatalf("New = %v, want an error naming the shared identity", err)
+	}
+}

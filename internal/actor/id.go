@@ -32,37 +32,53 @@ const (
 
 // Namespace is the id space of one Durable Object class. Every binding to
 // the class shares it (Cloudflare keys namespaces by class, not binding).
-// Its key is derived from the state directory's secret and the class name,
-// so ids are stable across restarts and differ between classes.
+// Its key is derived from the state directory's secret and the class's
+// identity, so ids are stable across restarts and differ between classes.
+// The identity is the name the class was first created with: a class
+// renamed by a migration keeps its ids and its storage, as on Cloudflare.
 // A Namespace is immutable and safe for concurrent use.
 type Namespace struct {
-	class   string
-	nameKey []byte // derives bodies from names
-	macKey  []byte // authenticates bodies
-	random  io.Reader
+	class    string
+	identity string
+	nameKey  []byte // derives bodies from names
+	macKey   []byte // authenticates bodies
+	random   io.Reader
 }
 
-// NewNamespace returns the namespace of class. secret is the state
-// directory's secret (LoadSecret); random feeds NewUniqueID (nil:
-// crypto/rand). The class name doubles as the storage namespace, so it
-// must be a valid storage.ObjectKey namespace (JS identifiers with '$' are
-// not).
+// NewNamespace returns the namespace of a class that was never renamed: its
+// name is its identity (see NewNamespaceWithIdentity).
 func NewNamespace(secret []byte, class string, random io.Reader) (*Namespace, error) {
+	return NewNamespaceWithIdentity(secret, class, class, random)
+}
+
+// NewNamespaceWithIdentity returns the namespace of class, whose ids and
+// storage are keyed by identity (config.ClassIdentity). secret is the
+// state directory's secret (LoadSecret); random feeds NewUniqueID (nil:
+// crypto/rand). The identity doubles as the storage namespace, so it must
+// be a valid storage.ObjectKey namespace (JS identifiers with '$' are not).
+func NewNamespaceWithIdentity(secret []byte, class, identity string, random io.Reader) (*Namespace, error) {
 	if len(secret) < SecretLen {
 		return nil, fmt.Errorf("namespace %q: secret of %d bytes, want %d: %w", class, len(secret), SecretLen, ErrInvalid)
 	}
-	if err := (storage.ObjectKey{Namespace: class, ID: "x"}).Validate(); err != nil {
-		return nil, fmt.Errorf("durable object class %q: %w", class, err)
+	if class == "" {
+		return nil, fmt.Errorf("namespace of identity %q: empty class name: %w", identity, ErrInvalid)
+	}
+	if err := (storage.ObjectKey{Namespace: identity, ID: "x"}).Validate(); err != nil {
+		if identity == class {
+			return nil, fmt.Errorf("durable object class %q: %w", class, err)
+		}
+		return nil, fmt.Errorf("durable object class %q, identity %q: %w", class, identity, err)
 	}
 	if random == nil {
 		random = rand.Reader
 	}
-	nsKey := mac(secret, []byte("berth durable object namespace v1\x00"+class))
+	nsKey := mac(secret, []byte("berth durable object namespace v1\x00"+identity))
 	return &Namespace{
-		class:   class,
-		nameKey: mac(nsKey, []byte("name")),
-		macKey:  mac(nsKey, []byte("mac")),
-		random:  random,
+		class:    class,
+		identity: identity,
+		nameKey:  mac(nsKey, []byte("name")),
+		macKey:   mac(nsKey, []byte("mac")),
+		random:   random,
 	}, nil
 }
 
@@ -72,9 +88,13 @@ func mac(key, msg []byte) []byte {
 	return m.Sum(nil)
 }
 
-// Class is the Durable Object class the namespace belongs to; it is also
-// the Namespace of the objects' storage.ObjectKey.
+// Class is the Durable Object class the namespace belongs to now: the
+// exported JS class its objects are instances of.
 func (n *Namespace) Class() string { return n.class }
+
+// Identity is the name the class was first created with; it keys the ids
+// and is the Namespace of the objects' storage.ObjectKey.
+func (n *Namespace) Identity() string { return n.identity }
 
 // IDFromName returns the id for name (idFromName): the same for the same
 // name in the same namespace, on every run against the same state
@@ -151,7 +171,7 @@ func (id ID) Key() storage.ObjectKey {
 	if id.ns == nil {
 		return storage.ObjectKey{}
 	}
-	return storage.ObjectKey{Namespace: id.ns.class, ID: id.String()}
+	return storage.ObjectKey{Namespace: id.ns.identity, ID: id.String()}
 }
 
 // secretFile is the secret's name inside the state directory.

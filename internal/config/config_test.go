@@ -171,3 +171,43 @@ func TestMigratedClassesFollowRenamesAndDeletes(t *testing.T) {
 		t.Fatalf("classes = %v, want [C]", got)
 	}
 }
+
+func TestClassIdentityFollowsRenamesBack(t *testing.T) {
+	cfg, err := parse(t, "wrangler.json", `{"migrations": [
+		{"tag": "v1", "new_sqlite_classes": ["A", "Other"]},
+		{"tag": "v2", "renamed_classes": [{"from": "A", "to": "B"}]},
+		{"tag": "v3", "renamed_classes": [{"from": "B", "to": "C"}], "new_sqlite_classes": ["A"]}]}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for class, want := range map[string]string{"C": "A", "Other": "Other", "Unknown": "Unknown"} {
+		if got := cfg.ClassIdentity(class); got != want {
+			t.Errorf("ClassIdentity(%q) = %q, want %q", class, got, want)
+		}
+	}
+	// A created again after A was renamed away: a new class whose identity
+	// collides with C's. Cloudflare keeps them apart; so must we.
+	if got := cfg.ClassIdentity("A"); got == cfg.ClassIdentity("C") {
+		t.Errorf("new A shares identity %q with renamed C", got)
+	}
+}
+
+func TestDeletedClassIdentities(t *testing.T) {
+	cfg, err := parse(t, "wrangler.json", `{"migrations": [
+		{"tag": "v1", "new_sqlite_classes": ["A", "B", "Keep"]},
+		{"tag": "v2", "renamed_classes": [{"from": "A", "to": "Gone"}]},
+		{"tag": "v3", "deleted_classes": ["Gone", "B"]},
+		{"tag": "v4", "new_sqlite_classes": ["B"]}]}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.DeletedClassIdentities(); !slices.Equal(got, []string{"A", "B"}) {
+		t.Fatalf("deleted identities = %v, want [A B]", got)
+	}
+	if got := cfg.ClassIdentity("B"); got == "B" {
+		t.Fatalf("B made again has the deleted B's identity %q", got)
+	}
+	if got := cfg.MigratedClasses(); !slices.Equal(got, []string{"Keep", "B"}) {
+		t.Fatalf("classes = %v, want [Keep B]", got)
+	}
+}

@@ -143,3 +143,85 @@ func (c *Config) MigratedClasses() []string {
 	}
 	return classes
 }
+
+// ClassIdentity is the name class was first created with, following
+// renamed_classes back through the migrations in order. Durable Object ids
+// and storage are keyed by it, so that a renamed class keeps its objects,
+// as on Cloudflare. A class no migration renamed is its own identity.
+func (c *Config) ClassIdentity(class string) string {
+	live, _ := c.classLineage()
+	if id, ok := live[class]; ok {
+		return id
+	}
+	return class
+}
+
+// DeletedClassIdentities are the identities (see ClassIdentity) of the
+// classes deleted_classes (or an exports entry in state "deleted") removed,
+// in order of deletion: their storage is to be removed. An identity a
+// class alive now still uses (a deleted class created again under its old
+// name) is left out, so the live class's storage stays.
+func (c *Config) DeletedClassIdentities() []string {
+	live, deleted := c.classLineage()
+	inUse := map[string]bool{}
+	for _, id := range live {
+		inUse[id] = true
+	}
+	var out []string
+	for _, id := range deleted {
+		if !inUse[id] && !slices.Contains(out, id) {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// classLineage replays the migrations: live maps each class existing at the
+// end to its identity, deleted lists the identities of deleted classes.
+// A class created under a name some earlier class had as its identity (a
+// deleted class made again, or a name freed by a rename) is a new class on
+// Cloudflare, with no objects: its identity gets a suffix ".2", ".3"... that
+// no class name can have, since class names are JS identifiers.
+func (c *Config) classLineage() (live map[string]string, deleted []string) {
+	live = map[string]string{}
+	used := map[string]bool{}
+	create := func(class string) {
+		id := class
+		for n := 2; used[id]; n++ {
+			id = fmt.Sprintf("%s.%d", class, n)
+		}
+		used[id] = true
+		live[class] = id
+	}
+	for _, m := range c.Migrations {
+		for _, cl := range slices.Concat(m.NewClasses, m.NewSqliteClasses) {
+			create(cl)
+		}
+		for _, r := range m.RenamedClasses {
+			if id, ok := live[r.From]; ok {
+				delete(live, r.From)
+				live[r.To] = id
+			}
+		}
+		for _, t := range m.TransferredClasses {
+			create(t.To)
+		}
+		for _, cl := range m.DeletedClasses {
+			id, ok := live[cl]
+			if !ok {
+				id = cl // created by migrations no longer listed
+				used[id] = true
+			}
+			delete(live, cl)
+			deleted = append(deleted, id)
+		}
+	}
+	for _, class := range slices.Sorted(maps.Keys(c.Exports)) {
+		if c.Exports[class].State == "deleted" {
+			deleted = append(deleted, class)
+		} else {
+			live[class] = class
+		}
+	}
+	return live, deleted
+}

@@ -232,15 +232,16 @@ func (s *Server) swap(w *worker.Worker) {
 var errCodeUpdated = errors.New("durable object reset because its code was updated")
 
 // openObjects opens the state directory and starts the object host when the
-// config declares Durable Object classes.
+// config declares Durable Object classes. The storage of classes the
+// migrations deleted is removed first.
 func (s *Server) openObjects() error {
 	s.classes = s.cfg.MigratedClasses()
-	if len(s.classes) == 0 && len(s.cfg.DurableObjects.Bindings) == 0 {
-		return nil
-	}
 	dir := s.opts.StateDir
 	if dir == "" {
 		dir = filepath.Join(s.cfg.Dir, ".berth", "state")
+	}
+	if len(s.classes) == 0 && len(s.cfg.DurableObjects.Bindings) == 0 {
+		return s.deleteClassesOnly(dir)
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("state directory: %w", err)
@@ -251,7 +252,8 @@ func (s *Server) openObjects() error {
 	}
 	var namespaces []*actor.Namespace
 	for _, cls := range s.classes {
-		ns, err := actor.NewNamespace(secret, cls, nil)
+		// Ids and storage follow the class through renamed_classes.
+		ns, err := actor.NewNamespaceWithIdentity(secret, cls, s.cfg.ClassIdentity(cls), nil)
 		if err != nil {
 			return &config.Error{Path: s.cfg.Path, Key: "migrations", Msg: fmt.Sprintf("class %q: %v", cls, err)}
 		}
@@ -260,6 +262,10 @@ func (s *Server) openObjects() error {
 	store, err := storage.OpenStore(dir, storage.StoreOptions{})
 	if err != nil {
 		return fmt.Errorf("state directory: %w", err)
+	}
+	if err := s.deleteClasses(store); err != nil {
+		store.Close()
+		return err
 	}
 	host, err := actor.New(actor.Options{
 		Store:       store,
@@ -274,6 +280,42 @@ func (s *Server) openObjects() error {
 	}
 	s.store, s.host = store, host
 	return nil
+}
+
+// deleteClasses removes the objects of the classes the migrations deleted,
+// as a deploy with deleted_classes does on Cloudflare. It runs before the
+// host opens, so no object of theirs is in use.
+func (s *Server) deleteClasses(store *storage.Store) error {
+	for _, identity := range s.cfg.DeletedClassIdentities() {
+		removed, err := store.DeleteNamespace(identity)
+		if err != nil {
+			return fmt.Errorf("delete storage of deleted durable object class %q: %w", identity, err)
+		}
+		if removed {
+			fmt.Fprintf(s.opts.Out, "Deleted the storage of Durable Object class %s (deleted_classes)\n", identity)
+		}
+	}
+	return nil
+}
+
+// deleteClassesOnly applies deleted_classes when no class is left to serve:
+// it opens the store only if it exists.
+func (s *Server) deleteClassesOnly(dir string) error {
+	if len(s.cfg.DeletedClassIdentities()) == 0 {
+		return nil
+	}
+	if _, err := os.Stat(filepath.Join(dir, "objects")); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	store, err := storage.OpenStore(dir, storage.StoreOptions{})
+	if err != nil {
+		return fmt.Errorf("state directory: %w", err)
+	}
+	err = s.deleteClasses(store)
+	if cerr := store.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("state directory: %w", cerr)
+	}
+	return err
 }
 
 // activate is the object host's Factory: objects live in the current

@@ -58,6 +58,13 @@ func (x *alarmIndexDB) set(key ObjectKey, at int64, ok bool) error {
 	return err
 }
 
+// deleteNamespace removes the entries of namespace and counts them.
+func (x *alarmIndexDB) deleteNamespace(namespace string) (int64, error) {
+	x.db.mu.Lock()
+	defer x.db.mu.Unlock()
+	return x.db.run(`DELETE FROM alarms WHERE namespace = ?1`, namespace)
+}
+
 // due lists the entries at or before until (unix ms), earliest first.
 func (x *alarmIndexDB) due(until int64) ([]Alarm, error) {
 	x.db.mu.Lock()

@@ -9,6 +9,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/containerd/errdefs"
 )
 
 // ObjectKey names a Durable Object: its namespace (the class binding) and
@@ -278,6 +280,64 @@ func (s *Store) Close() error {
 	}
 	errs = append(errs, s.alarms.close())
 	return errors.Join(errs...)
+}
+
+// DeleteNamespace removes every object of namespace: their databases and
+// their alarm index entries. It is for a Durable Object class a migration
+// deleted, before anything uses the store: an object of namespace in use
+// fails it with an error wrapping errdefs.ErrFailedPrecondition. removed
+// reports whether there was anything to remove.
+func (s *Store) DeleteNamespace(namespace string) (removed bool, err error) {
+	if err := (ObjectKey{Namespace: namespace, ID: "x"}).Validate(); err != nil {
+		return false, fmt.Errorf("delete namespace: %w", err)
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return false, fmt.Errorf("delete namespace %s: %w", namespace, ErrClosed)
+	}
+	var idle []*storeEntry
+	for key, e := range s.entries {
+		if key.Namespace != namespace {
+			continue
+		}
+		if e.refs > 0 {
+			s.mu.Unlock()
+			return false, fmt.Errorf("delete namespace %s: object %s is in use: %w", namespace, key, errdefs.ErrFailedPrecondition)
+		}
+		idle = append(idle, e)
+	}
+	for key := range s.busy {
+		if key.Namespace == namespace {
+			s.mu.Unlock()
+			return false, fmt.Errorf("delete namespace %s: object %s is being opened: %w", namespace, key, errdefs.ErrFailedPrecondition)
+		}
+	}
+	for _, e := range idle {
+		s.idle.Remove(e.elem)
+		delete(s.entries, e.key)
+	}
+	s.mu.Unlock()
+	for _, e := range idle {
+		_ = e.db.closeNow()
+	}
+
+	dir := filepath.Join(s.dir, "objects", namespace)
+	if _, err := os.Stat(dir); err == nil {
+		removed = true
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return false, fmt.Errorf("delete namespace %s: %w", namespace, err)
+	}
+	// The index goes first: an entry whose object is gone would be
+	// repaired anyway, but an object without its entry is never lost.
+	n, err := s.alarms.deleteNamespace(namespace)
+	if err != nil {
+		return false, fmt.Errorf("delete namespace %s: alarm index: %w", namespace, err)
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return false, fmt.Errorf("delete namespace %s: %w", namespace, err)
+	}
+	return removed || n > 0, nil
 }
 
 // Alarm is a scheduled alarm of an object.

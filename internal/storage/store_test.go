@@ -284,3 +284,63 @@ func TestStoreAlarmIndexRepair(t *testing.T) {
 		t.Fatalf("index not healed by open: %v", got)
 	}
 }
+
+func TestStoreDeleteNamespace(t *testing.T) {
+	dir := t.TempDir()
+	s := openTestStore(t, dir, 8)
+	gone, kept := ObjectKey{"Gone", "a"}, ObjectKey{"Kept", "a"}
+	for _, k := range []ObjectKey{gone, kept} {
+		db, err := s.Object(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mustPut(t, db, "k", "v")
+		if err := db.Begin(); err != nil {
+			t.Fatal(err)
+		}
+		if err := db.SetAlarm(testTime(1)); err != nil {
+			t.Fatal(err)
+		}
+		if err := db.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		if k == kept {
+			db.Close()
+		} else {
+			defer db.Close()
+			// In use: refused, nothing removed.
+			if _, err := s.DeleteNamespace("Gone"); err == nil {
+				t.Fatal("deleted a namespace with an object in use")
+			}
+			if ok, _ := s.Exists(gone); !ok {
+				t.Fatal("refused delete removed the object")
+			}
+			db.Close()
+		}
+	}
+	removed, err := s.DeleteNamespace("Gone")
+	if err != nil || !removed {
+		t.Fatalf("DeleteNamespace = %v, %v; want true, nil", removed, err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "objects", "Gone")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("objects directory still there: %v", err)
+	}
+	got, err := s.Alarms(testTime(100))
+	if err != nil || len(got) != 1 || got[0].Key != kept {
+		t.Fatalf("alarms after delete = %v, %v; want only %s", got, err, kept)
+	}
+	// Gone is empty when used again; Kept is untouched.
+	db, _ := s.Object(gone)
+	if v, ok, err := db.Get("k"); err != nil || ok {
+		t.Fatalf("deleted object still has k = %q, %v", v, err)
+	}
+	db.Close()
+	db, _ = s.Object(kept)
+	if v, _, err := db.Get("k"); err != nil || string(v) != "v" {
+		t.Fatalf("kept object k = %q, %v", v, err)
+	}
+	db.Close()
+	if _, err := s.DeleteNamespace("../x"); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("bad namespace: %v", err)
+	}
+}
