@@ -51,6 +51,10 @@ type hub struct {
 	// killSeen marks containers berth (or anyone) sent SIGKILL: their exit
 	// code 137 needs no wait for a late oom event.
 	killSeen map[string]bool
+	// paused is the pause state last reported per container: the engine
+	// may report one pause (or unpause) twice, once from its API handler
+	// and once from containerd's event, and a repeat is not a change.
+	paused map[string]bool
 	// held are exits with code 137 waiting briefly for an oom event, which
 	// the engine may report after the exit (its OOM and exit notices travel
 	// separate paths).
@@ -75,6 +79,7 @@ func newHub(r *Runtime, backoffMin, backoffMax time.Duration) *hub {
 		exits:      make(map[string]container.Exit),
 		oomSeen:    make(map[string]bool),
 		killSeen:   make(map[string]bool),
+		paused:     make(map[string]bool),
 		held:       make(map[string]*heldExit),
 		subs:       make(map[*subscriber]struct{}),
 	}
@@ -203,6 +208,7 @@ func (h *hub) handle(ctx context.Context, m events.Message) {
 		h.r.netns.drop(id)
 		h.mu.Lock()
 		delete(h.oomSeen, id)
+		delete(h.paused, id)
 		h.mu.Unlock()
 		ev.Kind = container.EventStart
 	case events.ActionKill:
@@ -235,6 +241,7 @@ func (h *hub) handle(ctx context.Context, m events.Message) {
 		oom, killed := h.oomSeen[id], h.killSeen[id]
 		delete(h.oomSeen, id)
 		delete(h.killSeen, id)
+		delete(h.paused, id)
 		h.mu.Unlock()
 		if !oom {
 			// The oom event normally comes first, but State.OOMKilled is
@@ -257,10 +264,20 @@ func (h *hub) handle(ctx context.Context, m events.Message) {
 		}
 		h.finishExit(held)
 		return
-	case events.ActionPause:
-		ev.Kind = container.EventPause
-	case events.ActionUnPause:
+	case events.ActionPause, events.ActionUnPause:
+		pause := m.Action == events.ActionPause
+		h.mu.Lock()
+		prev, known := h.paused[id]
+		repeat := known && prev == pause
+		h.paused[id] = pause
+		h.mu.Unlock()
+		if repeat {
+			return
+		}
 		ev.Kind = container.EventUnpause
+		if pause {
+			ev.Kind = container.EventPause
+		}
 	case events.ActionDestroy:
 		h.releaseHeld(id)
 		h.r.netns.drop(id)
@@ -268,6 +285,7 @@ func (h *hub) handle(ctx context.Context, m events.Message) {
 		exit, seen := h.exits[id]
 		delete(h.oomSeen, id)
 		delete(h.killSeen, id)
+		delete(h.paused, id)
 		h.mu.Unlock()
 		if seen {
 			h.deliver(id, waitResult{exit: exit})
