@@ -397,6 +397,20 @@ func (m *Manager) slotFor(owner Owner) (*slot, error) {
 	return s, nil
 }
 
+// takeTurn waits for owner's turn among the mutating calls (see turn) and
+// returns its slot with the function that ends the turn.
+func (m *Manager) takeTurn(ctx context.Context, owner Owner) (*slot, func(), error) {
+	s, err := m.slotFor(owner)
+	if err != nil {
+		return nil, nil, err
+	}
+	release, err := m.turn(ctx, s)
+	if err != nil {
+		return nil, nil, err
+	}
+	return s, release, nil
+}
+
 // turn waits for owner's earlier calls to finish, in arrival order. The
 // caller must call release once done. If ctx ends first, the place in line
 // is handed on when the call before finishes.
@@ -426,11 +440,7 @@ func (m *Manager) turn(ctx context.Context, s *slot) (release func(), err error)
 // owner asks the runtime, so that a container that kept running across a
 // berth restart is re-attached (and a stopped leftover removed).
 func (m *Manager) Status(ctx context.Context, owner Owner) (bool, error) {
-	s, err := m.slotFor(owner)
-	if err != nil {
-		return false, err
-	}
-	release, err := m.turn(ctx, s)
+	s, release, err := m.takeTurn(ctx, owner)
 	if err != nil {
 		return false, err
 	}
@@ -800,11 +810,7 @@ func (m *Manager) Monitor(ctx context.Context, owner Owner) error {
 // owner without a running container removes any stopped one and is
 // otherwise a no-op.
 func (m *Manager) Destroy(ctx context.Context, owner Owner, reason error) error {
-	s, err := m.slotFor(owner)
-	if err != nil {
-		return err
-	}
-	release, err := m.turn(ctx, s)
+	s, release, err := m.takeTurn(ctx, owner)
 	if err != nil {
 		return err
 	}
@@ -848,11 +854,7 @@ func (m *Manager) Signal(ctx context.Context, owner Owner, signo int) error {
 	if signo < 1 || signo > 64 {
 		return fmt.Errorf("signal container of %s: %w: signal %d is not in 1-64", owner, ErrInvalid, signo)
 	}
-	s, err := m.slotFor(owner)
-	if err != nil {
-		return err
-	}
-	release, err := m.turn(ctx, s)
+	s, release, err := m.takeTurn(ctx, owner)
 	if err != nil {
 		return err
 	}
