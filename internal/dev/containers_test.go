@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"io/fs"
 	"log/slog"
 	"net/http"
 	"os"
@@ -26,24 +25,7 @@ func containerProject(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
 	src := filepath.Join("testdata", "containers-npm")
-	err := filepath.WalkDir(src, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(src, path)
-		if d.IsDir() {
-			if d.Name() == "node_modules" || d.Name() == ".berth" {
-				return filepath.SkipDir
-			}
-			return os.MkdirAll(filepath.Join(dir, rel), 0o755)
-		}
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		return os.WriteFile(filepath.Join(dir, rel), b, 0o644)
-	})
-	if err != nil {
+	if err := testutil.CopyTree(src, dir); err != nil {
 		t.Fatal(err)
 	}
 	bin, err := os.ReadFile(testutil.BuildTestApp(t))

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"io/fs"
 	"net/http"
 	"os"
 	"os/exec"
@@ -60,7 +59,7 @@ func copyExample(t *testing.T, example string) *exampleApp {
 		dir:     filepath.Join(t.TempDir(), example),
 	}
 	src := filepath.Join(root, "examples", example)
-	if err := copyTree(src, a.dir); err != nil {
+	if err := testutil.CopyTree(src, a.dir, filepath.Join("container", "app")); err != nil {
 		t.Fatalf("copy %s: %v", src, err)
 	}
 	a.rename(t)
@@ -203,39 +202,6 @@ func (a *exampleApp) imageRef(t *testing.T) string {
 		return img.RepoTags[0]
 	}
 	return img.ID
-}
-
-// copyTree copies the regular files under src to dst, leaving out what a
-// local run of the example may have produced (the compiled program, berth's
-// state directory).
-func copyTree(src, dst string) error {
-	return filepath.WalkDir(src, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, err := filepath.Rel(src, path)
-		if err != nil {
-			return err
-		}
-		if rel == ".berth" || rel == "node_modules" || rel == filepath.Join("container", "app") {
-			if d.IsDir() {
-				return filepath.SkipDir
-			}
-			return nil
-		}
-		target := filepath.Join(dst, rel)
-		if d.IsDir() {
-			return os.MkdirAll(target, 0o755)
-		}
-		if !d.Type().IsRegular() {
-			return nil
-		}
-		data, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		return os.WriteFile(target, data, 0o644)
-	})
 }
 
 func appendFile(t *testing.T, path, text string) {
