@@ -19,8 +19,9 @@ export BERTH_CACHE := $(CACHE)
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-build: ## build bin/berth
+build: ## build bin/berth and bin/berth-egress-init (static: it runs inside containers)
 	$(GO) build -o $(BIN) ./cmd/berth
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o bin/berth-egress-init ./cmd/berth-egress-init
 
 engine: ## make sure a Docker engine answers (installs docker.io and starts dockerd if needed)
 	@scripts/engine.sh up

@@ -78,9 +78,10 @@ type Runtime interface {
 	// error wrapping ErrNotRunning.
 	Dial(ctx context.Context, id string, port int) (net.Conn, error)
 
-	// Exec starts cmd inside the running container and returns at once. An
-	// executable that does not exist in the container is an error wrapping
-	// ErrExecutableNotFound that names it; the process never starts.
+	// Exec starts cmd inside the running container and returns once it
+	// runs (its PID is known). An executable that does not exist in the
+	// container is an error wrapping ErrExecutableNotFound that names it;
+	// the process never starts.
 	Exec(ctx context.Context, id string, spec ExecSpec) (Process, error)
 
 	// Logs yields the container's output lines in order. With Follow it keeps
@@ -142,6 +143,11 @@ type Spec struct {
 	// Internet lets the container open connections to the outside world.
 	// Off, it has no route out at all: every connect fails at once.
 	Internet bool
+	// Egress, when not nil, intercepts the container's outbound HTTP and
+	// HTTPS through the live table from the container's first instruction
+	// on (see Egress; Internet off then means "only through Egress").
+	// Only runtimes that are Interceptors support it.
+	Egress *Egress
 }
 
 // Limits are the resources a container may use. Zero means no limit.
@@ -204,7 +210,12 @@ type Process interface {
 	// Wait blocks until the process has exited and all of its output has
 	// been written to the ExecSpec writers, and returns its exit code.
 	Wait(ctx context.Context) (int, error)
-	// Resize changes the terminal size of a TTY process.
+	// PID is the process's id in the container's PID namespace: what the
+	// process sees as its own pid. It is 0 when the runtime could not learn
+	// it, as when the process ended before it could be read.
+	PID() int
+	// Resize changes the terminal size of a TTY process; resizing a
+	// process without a terminal is an error wrapping ErrInvalid.
 	Resize(ctx context.Context, size TermSize) error
 	// Signal sends sig to the process (exec's kill()). Signalling a process
 	// that has exited is not an error.

@@ -147,7 +147,18 @@ type ManagerConfig struct {
 	// Labels go on every container (under the owner labels), e.g.
 	// LabelTest in tests.
 	Labels map[string]string
+	// BootWait is how long after its start a container's port may refuse
+	// connections before Dial reports it not listening: within it, Dial
+	// retries every BootPoll. Apps bind their port within milliseconds of
+	// starting, while callers such as @cloudflare/containers poll a refused
+	// port every 300 ms, so waiting here takes most of that from a cold
+	// start. 0 disables it (Dial fails at once, as Cloudflare's runtime
+	// does).
+	BootWait time.Duration
 }
+
+// BootPoll is how often Dial retries a refused port within BootWait.
+const BootPoll = 2 * time.Millisecond
 
 // StartOptions are what a Durable Object passes when it starts its
 // container (ctx.container.start()).
@@ -189,6 +200,9 @@ type Manager struct {
 	clock  Clock
 	grace  time.Duration
 	labels map[string]string
+	// bootWait: see ManagerConfig.BootWait.
+	bootWait time.Duration
+	started  time.Time
 
 	ctx    context.Context // ends at Shutdown; bounds sleeps and watchers
 	cancel context.CancelFunc
@@ -222,19 +236,27 @@ type slot struct {
 	// stale are ids of the owner's stopped containers, kept (for their logs)
 	// until the next Start, Destroy or Shutdown removes them.
 	stale []string
+	// egress is the owner's outbound interception (manager_egress.go);
+	// nil until its first rule.
+	egress *Egress
 
 	inactivity time.Duration
 	lastActive time.Time
 	holds      int
-	paused     bool
-	pausedAt   time.Time
-	timerStop  func() bool
-	timerSeq   uint64
+	// Traffic into the container (Use, a Dial not closed) is a part of
+	// holds tracked apart: see Traffic.
+	traffic     int
+	lastTraffic time.Time
+	paused      bool
+	pausedAt    time.Time
+	timerStop   func() bool
+	timerSeq    uint64
 }
 
 // run is one container of an Owner, from Start (or adoption) to its end.
 type run struct {
 	id, name string
+	started  time.Time     // when Start returned; zero for a re-attached run
 	done     chan struct{} // closed when the run ended; result is set
 	result   error
 
@@ -268,20 +290,24 @@ func NewManager(cfg ManagerConfig) (*Manager, error) {
 	if cfg.StopGrace < 0 {
 		return nil, fmt.Errorf("container manager of app %q: %w: stop grace %s is negative", cfg.App, ErrInvalid, cfg.StopGrace)
 	}
+	if cfg.BootWait < 0 {
+		return nil, fmt.Errorf("container manager of app %q: %w: boot wait %s is negative", cfg.App, ErrInvalid, cfg.BootWait)
+	}
 	if err := checkLabels(cfg.Labels, false); err != nil {
 		return nil, fmt.Errorf("container manager of app %q: %w", cfg.App, err)
 	}
 	pauser, _ := cfg.Runtime.(Pauser)
 	m := &Manager{
-		app:     cfg.App,
-		rt:      cfg.Runtime,
-		pauser:  pauser,
-		log:     cfg.Logger,
-		clock:   cfg.Clock,
-		grace:   cfg.StopGrace,
-		labels:  maps.Clone(cfg.Labels),
-		classes: make(map[string]*class, len(cfg.Classes)),
-		slots:   make(map[Owner]*slot),
+		app:      cfg.App,
+		rt:       cfg.Runtime,
+		pauser:   pauser,
+		log:      cfg.Logger,
+		clock:    cfg.Clock,
+		grace:    cfg.StopGrace,
+		bootWait: cfg.BootWait,
+		labels:   maps.Clone(cfg.Labels),
+		classes:  make(map[string]*class, len(cfg.Classes)),
+		slots:    make(map[Owner]*slot),
 	}
 	if m.log == nil {
 		m.log = slog.Default()
@@ -299,6 +325,7 @@ func NewManager(cfg ManagerConfig) (*Manager, error) {
 		}
 		m.classes[name] = c
 	}
+	m.started = m.clock.Now()
 	m.ctx, m.cancel = context.WithCancel(context.Background())
 	return m, nil
 }
@@ -392,7 +419,8 @@ func (m *Manager) slotFor(owner Owner) (*slot, error) {
 		return nil, fmt.Errorf("container of %s: %w: class %q has no container configured (configured: %s)",
 			owner, ErrInvalid, owner.Class, strings.Join(names, ", "))
 	}
-	s := &slot{owner: owner, cls: c, inactivity: c.cfg.InactivityTimeout, lastActive: m.clock.Now()}
+	now := m.clock.Now()
+	s := &slot{owner: owner, cls: c, inactivity: c.cfg.InactivityTimeout, lastActive: now, lastTraffic: now}
 	m.slots[owner] = s
 	return s, nil
 }
@@ -420,17 +448,17 @@ func (m *Manager) turn(ctx context.Context, s *slot) (release func(), err error)
 	mine := make(chan struct{})
 	s.tail = mine
 	m.mu.Unlock()
-	release = sync.OnceFunc(func() { close(mine) })
+	done := sync.OnceFunc(func() { close(mine) })
 	if prev == nil {
-		return release, nil
+		return done, nil
 	}
 	select {
 	case <-prev:
-		return release, nil
+		return done, nil
 	case <-ctx.Done():
 		go func() {
 			<-prev
-			release()
+			done()
 		}()
 		return nil, fmt.Errorf("wait for the turn of the container of %s: %w", s.owner, ctx.Err())
 	}
@@ -601,6 +629,7 @@ func (m *Manager) Start(ctx context.Context, owner Owner, opts StartOptions) (In
 	stale := m.takeStaleLocked(s)
 	m.mu.Unlock()
 
+	spec.Egress = m.egressOf(s)
 	inst, err := m.startNamed(ctx, owner, spec, stale)
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -617,7 +646,7 @@ func (m *Manager) Start(ctx context.Context, owner Owner, opts StartOptions) (In
 		m.failRunLocked(s, err)
 		return Instance{}, err
 	}
-	m.beginRunLocked(s, &run{id: inst.ID, name: inst.Name, done: make(chan struct{})})
+	m.beginRunLocked(s, &run{id: inst.ID, name: inst.Name, started: m.clock.Now(), done: make(chan struct{})})
 	m.log.Info("container started", "app", m.app, "owner", owner.String(), "container", inst.Name)
 	return inst, nil
 }
@@ -915,12 +944,28 @@ func (m *Manager) Use(ctx context.Context, owner Owner) (release func(), err err
 	if err != nil {
 		return nil, err
 	}
-	done := m.Hold(owner)
+	done := m.holdTraffic(owner, s)
 	if err := m.wake(ctx, s, r); err != nil {
 		done()
 		return nil, err
 	}
 	return done, nil
+}
+
+// holdTraffic is Hold for a connection or request into s's container.
+func (m *Manager) holdTraffic(owner Owner, s *slot) (release func()) {
+	done := m.Hold(owner)
+	m.mu.Lock()
+	s.traffic++
+	s.lastTraffic = m.clock.Now()
+	m.mu.Unlock()
+	return sync.OnceFunc(func() {
+		m.mu.Lock()
+		s.traffic--
+		s.lastTraffic = m.clock.Now()
+		m.mu.Unlock()
+		done()
+	})
 }
 
 func (m *Manager) dial(ctx context.Context, owner Owner, port int, hold bool) (net.Conn, error) {
@@ -941,12 +986,17 @@ func (m *Manager) dial(ctx context.Context, owner Owner, port int, hold bool) (n
 	if err != nil {
 		return nil, err
 	}
-	done := m.Hold(owner)
+	var done func()
+	if hold {
+		done = m.holdTraffic(owner, s)
+	} else {
+		done = m.Hold(owner)
+	}
 	if err := m.wake(ctx, s, r); err != nil {
 		done()
 		return nil, err
 	}
-	conn, err := m.rt.Dial(ctx, r.id, port)
+	conn, err := m.dialBooting(ctx, r, port)
 	if err != nil {
 		done()
 		return nil, fmt.Errorf("dial container of %s: %w", owner, err)
@@ -956,6 +1006,29 @@ func (m *Manager) dial(ctx context.Context, owner Owner, port int, hold bool) (n
 		return conn, nil
 	}
 	return &heldConn{Conn: conn, release: sync.OnceFunc(done)}, nil
+}
+
+// dialBooting dials port of r's container, retrying a refused port while
+// the container is within BootWait of its start.
+func (m *Manager) dialBooting(ctx context.Context, r *run, port int) (net.Conn, error) {
+	for {
+		conn, err := m.rt.Dial(ctx, r.id, port)
+		if err == nil || !errors.Is(err, ErrPortNotListening) || r.started.IsZero() ||
+			m.clock.Now().Sub(r.started) >= m.bootWait {
+			return conn, err
+		}
+		tick := make(chan struct{})
+		stop := m.clock.AfterFunc(BootPoll, func() { close(tick) })
+		select {
+		case <-tick:
+		case <-r.done:
+			stop()
+			return nil, err
+		case <-ctx.Done():
+			stop()
+			return nil, err
+		}
+	}
 }
 
 // heldConn keeps its owner busy until closed.
@@ -1042,6 +1115,25 @@ func (m *Manager) Hold(owner Owner) (release func()) {
 		s.lastActive = m.clock.Now()
 		m.rearmLocked(s)
 	})
+}
+
+// Traffic reports whether something talks to owner's container (a Use not
+// released, a Dial'd connection not closed) and otherwise how long ago the
+// last of it ended, for callers that decide on sleep by container traffic
+// alone, as the Container class's sleepAfter does; a Hold that is not
+// traffic (a request to the object itself) does not count. An owner the
+// Manager has not seen has been quiet since the Manager started.
+func (m *Manager) Traffic(owner Owner) (busy bool, idle time.Duration) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s := m.slots[owner]
+	if s == nil {
+		return false, m.clock.Now().Sub(m.started)
+	}
+	if s.traffic > 0 {
+		return true, 0
+	}
+	return false, m.clock.Now().Sub(s.lastTraffic)
 }
 
 // SetInactivityTimeout sets how long owner's container may stay idle (no

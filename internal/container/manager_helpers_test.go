@@ -122,6 +122,19 @@ func (c *fakeClock) pending() int {
 	return n
 }
 
+// waitArmed waits until at least n timers are armed: a goroutine under test
+// arms one when it is about to wait on the clock.
+func (c *fakeClock) waitArmed(t testing.TB, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for c.pending() < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d timers armed after 10 s, want %d", c.pending(), n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 // objectID returns a 64-hex Durable Object id derived from name.
 func objectID(name string) string {
 	sum := sha256.Sum256([]byte(name))

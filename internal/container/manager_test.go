@@ -70,13 +70,17 @@ func (e *fakeEnv) class(mod func(*container.ClassConfig)) map[string]container.C
 }
 
 // manager returns a Manager on e's runtime, shut down when the test ends.
-func (e *fakeEnv) manager(classes map[string]container.ClassConfig) *container.Manager {
+func (e *fakeEnv) manager(classes map[string]container.ClassConfig, mods ...func(*container.ManagerConfig)) *container.Manager {
 	e.t.Helper()
-	m, err := container.NewManager(container.ManagerConfig{
+	cfg := container.ManagerConfig{
 		App: testApp, Runtime: e.rt, Logger: testLogger(e.t, e.logs), Clock: e.clock,
 		Classes: classes, StopGrace: 3 * time.Second,
 		Labels: map[string]string{container.LabelTest: "1"},
-	})
+	}
+	for _, mod := range mods {
+		mod(&cfg)
+	}
+	m, err := container.NewManager(cfg)
 	if err != nil {
 		e.t.Fatalf("NewManager: %v", err)
 	}
@@ -112,6 +116,71 @@ func startServing(t *testing.T, m *container.Manager, o container.Owner, opts co
 	}
 	waitListening(t, m, o, 8080)
 	return inst
+}
+
+// TestManagerDialBootWait: within BootWait of its start a refused port is
+// dialled again every BootPoll, so that a caller reaches the app as soon as
+// it listens; past BootWait, or for a context that ends, the refusal is
+// reported as before.
+func TestManagerDialBootWait(t *testing.T) {
+	e := newFakeEnv(t)
+	const wait = 100 * time.Millisecond
+	m := e.manager(e.class(nil), func(c *container.ManagerConfig) { c.BootWait = wait })
+	o := owner("boot")
+	if _, err := m.Start(testCtx(t), o, container.StartOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	armed := e.clock.pending()
+
+	dialed := make(chan error, 1)
+	go func() {
+		conn, err := m.Dial(testCtx(t), o, 9999)
+		if conn != nil {
+			conn.Close()
+		}
+		dialed <- err
+	}()
+	var elapsed time.Duration
+	for elapsed < wait {
+		e.clock.waitArmed(t, armed+1)
+		select {
+		case err := <-dialed:
+			t.Fatalf("Dial returned after %s, within the boot wait: %v", elapsed, err)
+		default:
+		}
+		e.clock.Advance(container.BootPoll)
+		elapsed += container.BootPoll
+	}
+	select {
+	case err := <-dialed:
+		wantErrText(t, "Dial of a closed port past the boot wait", err, container.ErrPortNotListening, "the container is not listening")
+	case <-time.After(10 * time.Second):
+		t.Fatal("Dial did not give up once the boot wait had passed")
+	}
+
+	// Past the boot wait a refusal is immediate; a listening port answers.
+	_, err := m.Dial(testCtx(t), o, 9999)
+	wantErrText(t, "Dial of a closed port after boot", err, container.ErrPortNotListening, "the container is not listening")
+	waitListening(t, m, o, 8080)
+
+	// A context that ends stops the wait.
+	o2 := owner("boot-cancel")
+	if _, err := m.Start(testCtx(t), o2, container.StartOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(testCtx(t))
+	go func() {
+		_, err := m.Dial(ctx, o2, 9999)
+		dialed <- err
+	}()
+	e.clock.waitArmed(t, armed+1)
+	cancel()
+	select {
+	case err := <-dialed:
+		wantErrText(t, "Dial whose context ended", err, container.ErrPortNotListening, "the container is not listening")
+	case <-time.After(10 * time.Second):
+		t.Fatal("Dial did not return when its context ended")
+	}
 }
 
 func TestManagerMonitorReportsExits(t *testing.T) {
@@ -1146,4 +1215,68 @@ func TestManagerOwnersStartInParallel(t *testing.T) {
 	}
 	close(rt.release)
 	wg.Wait()
+}
+
+// TestManagerTraffic: an owner has traffic while a Use or a Dial'd
+// connection is out, and otherwise has been quiet since the last one ended,
+// by the Manager's clock; a plain Hold (a request to the object) is not
+// traffic.
+func TestManagerTraffic(t *testing.T) {
+	e := newFakeEnv(t)
+	m := e.manager(e.class(nil))
+	o := owner("traffic")
+	e.clock.Advance(time.Minute)
+	if busy, idle := m.Traffic(o); busy || idle != time.Minute {
+		t.Fatalf("unseen owner: busy %v, idle %s; want quiet for the Manager's minute", busy, idle)
+	}
+	startServing(t, m, o, container.StartOptions{})
+	release, err := m.Use(testCtx(t), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Advance(time.Hour)
+	if busy, idle := m.Traffic(o); !busy || idle != 0 {
+		t.Fatalf("in use: busy %v, idle %s", busy, idle)
+	}
+	release()
+	e.clock.Advance(3 * time.Second)
+	if busy, idle := m.Traffic(o); busy || idle != 3*time.Second {
+		t.Fatalf("released 3 s ago: busy %v, idle %s", busy, idle)
+	}
+	hold := m.Hold(o)
+	e.clock.Advance(time.Second)
+	if busy, idle := m.Traffic(o); busy || idle != 4*time.Second {
+		t.Fatalf("under a plain Hold: busy %v, idle %s; want quiet for 4 s", busy, idle)
+	}
+	hold()
+	conn, err := m.Dial(testCtx(t), o, 8080)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if busy, _ := m.Traffic(o); !busy {
+		t.Fatal("no traffic with a Dial'd connection open")
+	}
+	conn.Close()
+	if busy, idle := m.Traffic(o); busy || idle != 0 {
+		t.Fatalf("after the connection closed: busy %v, idle %s", busy, idle)
+	}
+}
+
+// TestManagerTurnGivenUpWhileWaiting: a call whose context ends while it
+// waits for its turn hands the turn on when the call before it finishes.
+func TestManagerTurnGivenUpWhileWaiting(t *testing.T) {
+	e := newFakeEnv(t)
+	m := e.manager(e.class(nil))
+	o := owner("turn")
+	startServing(t, m, o, container.StartOptions{})
+	ctx, cancel := context.WithCancel(testCtx(t))
+	cancel()
+	for range 20 {
+		// Status takes a turn; with the context already ended the later
+		// ones give up at once while an earlier one may still hold it.
+		go func() { _, _ = m.Status(ctx, o) }()
+	}
+	if running, err := m.Status(testCtx(t), o); err != nil || !running {
+		t.Fatalf("Status after abandoned turns = %v, %v", running, err)
+	}
 }

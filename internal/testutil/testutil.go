@@ -78,27 +78,41 @@ func pingDocker(host string, timeout time.Duration) error {
 	return nil
 }
 
-var testApp struct {
-	once sync.Once
-	path string
-	err  error
+// staticBinary is a static program of the module that tests build once per
+// test process.
+type staticBinary struct {
+	pkg, name string
+	once      sync.Once
+	path      string
+	err       error
 }
+
+func (b *staticBinary) get(t testing.TB) string {
+	t.Helper()
+	b.once.Do(func() { b.path, b.err = buildStatic(b.pkg, b.name) })
+	if b.err != nil {
+		t.Fatalf("build %s: %v", b.name, b.err)
+	}
+	return b.path
+}
+
+var testApp = &staticBinary{pkg: "./internal/container/testapp/cmd/testapp", name: "testapp"}
 
 // BuildTestApp compiles the static testapp (internal/container/testapp/cmd/
 // testapp, CGO_ENABLED=0) once per test process and returns the binary's
-// path. Every process builds into the same per-user directory and renames
-// the result into place, so parallel test processes share one file (the
-// go build cache keeps the rebuild cheap) and nothing piles up in /tmp.
+// path.
 func BuildTestApp(t testing.TB) string {
 	t.Helper()
-	testApp.once.Do(func() { testApp.path, testApp.err = buildTestApp() })
-	if testApp.err != nil {
-		t.Fatalf("build testapp: %v", testApp.err)
-	}
-	return testApp.path
+	return testApp.get(t)
 }
 
-func buildTestApp() (string, error) {
+// buildStatic builds the main package pkg of the module under test as a
+// static Linux binary named name. Every process builds into the same
+// per-user directory and renames the result into place, so parallel test
+// processes share one file (the go build cache keeps the rebuild cheap), a
+// process reading the old binary keeps its file, and nothing piles up in
+// /tmp.
+func buildStatic(pkg, name string) (string, error) {
 	root, err := ModuleRoot()
 	if err != nil {
 		return "", err
@@ -107,13 +121,13 @@ func buildTestApp() (string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err
 	}
-	tmp, err := os.CreateTemp(dir, "testapp-*.tmp")
+	tmp, err := os.CreateTemp(dir, name+"-*.tmp")
 	if err != nil {
 		return "", err
 	}
 	tmp.Close()
 	defer os.Remove(tmp.Name()) // fails harmlessly once renamed
-	cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", tmp.Name(), "./internal/container/testapp/cmd/testapp")
+	cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", tmp.Name(), pkg)
 	cmd.Dir = root
 	// GOFLAGS is cleared so that a -race or -cover meant for the tests does
 	// not reach this static build.
@@ -121,8 +135,7 @@ func buildTestApp() (string, error) {
 	if output, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("%v: %w\n%s", cmd.Args, err, output)
 	}
-	// Rename is atomic: a process reading the old binary keeps its file.
-	out := filepath.Join(dir, "testapp")
+	out := filepath.Join(dir, name)
 	if err := os.Rename(tmp.Name(), out); err != nil {
 		return "", err
 	}

@@ -24,6 +24,7 @@ import (
 	"github.com/moby/moby/client"
 
 	"github.com/berth-dev/berth/internal/container"
+	"github.com/berth-dev/berth/internal/container/intercept"
 )
 
 // DefaultInternetNetwork is the bridge network containers with Internet set
@@ -46,6 +47,14 @@ type Options struct {
 	// ReconnectMin and ReconnectMax bound the backoff between attempts to
 	// reopen a broken events stream (defaults 100 ms and 5 s).
 	ReconnectMin, ReconnectMax time.Duration
+	// EgressCADir holds the CA that signs intercepted HTTPS (created on
+	// first use; see egress.go). Empty uses a CA of this Runtime's own in
+	// a temporary directory, removed by Close.
+	EgressCADir string
+	// EgressInit is the path of the static berth-egress-init, which holds a
+	// container's program back until its interception is in place. Empty
+	// looks for it next to the running executable, then in $PATH.
+	EgressInit string
 }
 
 // Runtime is a container.Runtime and container.Pauser on a Docker engine.
@@ -67,6 +76,18 @@ type Runtime struct {
 
 	netMu      sync.Mutex
 	netEnsured bool
+
+	// Outbound interception (egress.go).
+	caDir    string
+	caOnce   sync.Once
+	ca       *intercept.CA
+	caErr    error
+	caTemp   string // a temporary CA directory Close removes
+	initOpt  string
+	initOnce sync.Once
+	initPath string
+	egressMu sync.Mutex
+	egress   map[string]*egressState // by container id
 }
 
 var (
@@ -96,6 +117,9 @@ func New(opts Options) (*Runtime, error) {
 		now:      opts.Clock,
 		inetName: opts.InternetNetwork,
 		done:     make(chan struct{}),
+		caDir:    opts.EgressCADir,
+		initOpt:  opts.EgressInit,
+		egress:   make(map[string]*egressState),
 	}
 	if r.log == nil {
 		r.log = slog.Default()
@@ -137,6 +161,7 @@ func (r *Runtime) Close() error {
 	r.cancel()
 	<-r.done
 	r.netns.closeAll()
+	r.closeEgress()
 	return r.api.Close()
 }
 

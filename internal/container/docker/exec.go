@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"path"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -81,7 +83,64 @@ func (r *Runtime) Exec(ctx context.Context, id string, spec container.ExecSpec) 
 		}()
 	}
 	go p.pump(attached, spec)
+	p.pid = p.containerPID(ctx)
 	return p, nil
+}
+
+// containerPID waits until the engine reports the exec's process running
+// and translates its PID, which is the host's, into the container's PID
+// namespace: the last entry of NSpid in /proc/PID/status. Like Signal this
+// needs berth on the engine's host. It returns 0 when the process ended
+// before its PID could be read, or when the host's /proc is not the
+// engine's.
+func (p *process) containerPID(ctx context.Context) int {
+	for delay := time.Millisecond; ; delay = min(2*delay, 50*time.Millisecond) {
+		res, err := p.r.api.ExecInspect(ctx, p.id, client.ExecInspectOptions{})
+		if err != nil {
+			p.r.log.Debug("exec pid: inspect failed", "exec", p.name, "err", err)
+			return 0
+		}
+		if res.PID > 0 {
+			if !res.Running {
+				return 0
+			}
+			pid, err := namespacePID(res.PID)
+			if err != nil {
+				p.r.log.Debug("exec pid: not readable from /proc", "exec", p.name, "host_pid", res.PID, "err", err)
+				return 0
+			}
+			return pid
+		}
+		// Not started yet; the output ending means it never will.
+		select {
+		case <-p.done:
+			return 0
+		case <-ctx.Done():
+			return 0
+		case <-time.After(delay):
+		}
+	}
+}
+
+// namespacePID reads the innermost PID of the host process hostPID from its
+// NSpid line, whose first entry is the PID in the namespace of this /proc.
+func namespacePID(hostPID int) (int, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", hostPID))
+	if err != nil {
+		return 0, err
+	}
+	for line := range strings.Lines(string(b)) {
+		rest, ok := strings.CutPrefix(line, "NSpid:")
+		if !ok {
+			continue
+		}
+		f := strings.Fields(rest)
+		if len(f) == 0 || f[0] != strconv.Itoa(hostPID) {
+			return 0, fmt.Errorf("NSpid %q does not start with host pid %d: this /proc is not the engine's", strings.TrimSpace(rest), hostPID)
+		}
+		return strconv.Atoi(f[len(f)-1])
+	}
+	return 0, errors.New("no NSpid line")
 }
 
 // checkExecutable looks the exec's program up the way the runtime will.
@@ -155,6 +214,7 @@ type process struct {
 	id   string
 	name string
 	tty  bool
+	pid  int // in the container's PID namespace; 0 if unknown
 
 	done chan struct{}
 	code int
@@ -224,6 +284,9 @@ func (p *process) Wait(ctx context.Context) (int, error) {
 		return 0, fmt.Errorf("wait for exec %q: %w", p.name, ctx.Err())
 	}
 }
+
+// PID implements container.Process.
+func (p *process) PID() int { return p.pid }
 
 func (p *process) Resize(ctx context.Context, size container.TermSize) error {
 	if !p.tty {

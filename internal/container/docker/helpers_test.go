@@ -33,6 +33,9 @@ func newTestRuntime(t testing.TB, opts Options) *Runtime {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.NewTextHandler(testWriter{t}, nil))
 	}
+	if opts.EgressInit == "" {
+		opts.EgressInit = testutil.BuildEgressInit(t)
+	}
 	if opts.InternetNetwork == "" {
 		// A network of the test's own, so that nothing is left behind.
 		opts.InternetNetwork = "berth-test-internet-" + randomSuffix()

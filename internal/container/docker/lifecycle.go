@@ -121,15 +121,24 @@ func (r *Runtime) Start(ctx context.Context, spec container.Spec) (container.Ins
 		// image's entrypoint rather than be dropped as unset.
 		cfg.Entrypoint = []string{""}
 	}
-	id, err := r.create(ctx, spec, cfg)
+	plan, err := r.prepareEgress(ctx, spec, cfg)
+	if err != nil {
+		return container.Instance{}, fmt.Errorf("%s: outbound interception: %w", op, err)
+	}
+	id, err := r.create(ctx, spec, cfg, plan)
 	if err != nil {
 		return container.Instance{}, fmt.Errorf("%s: %w", op, err)
+	}
+	var egress *egressState
+	if plan != nil {
+		egress = r.registerEgress(id, spec, plan)
 	}
 	// Do not leave a created-but-dead container behind.
 	removeCreated := func() {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		r.api.ContainerRemove(rctx, id, client.ContainerRemoveOptions{Force: true})
 		cancel()
+		r.egressOnDestroy(id)
 	}
 	// docker-init runs the program, so a missing one would only show as a
 	// quick exit 127 after Start returned; look it up first.
@@ -144,18 +153,28 @@ func (r *Runtime) Start(ctx context.Context, spec container.Spec) (container.Ins
 		}
 		return container.Instance{}, wrapErr(op, err)
 	}
+	if egress != nil {
+		if err := egress.setup(ctx); err != nil && !errors.Is(err, container.ErrNotRunning) {
+			removeCreated()
+			return container.Instance{}, fmt.Errorf("%s: outbound interception: %w", op, err)
+		}
+	}
 	return r.Inspect(ctx, id)
 }
 
 // create creates the container, dropping the disk quota (once, with a log
 // line) when the storage driver cannot enforce one.
-func (r *Runtime) create(ctx context.Context, spec container.Spec, cfg *dcontainer.Config) (string, error) {
+func (r *Runtime) create(ctx context.Context, spec container.Spec, cfg *dcontainer.Config, egress *egressPlan) (string, error) {
 	for attempt := 0; ; attempt++ {
 		withQuota := !r.diskQuotaUnsupported.Load()
+		hc := r.hostConfig(spec, withQuota)
+		if egress != nil {
+			hc.Mounts = slices.Clone(egress.mounts)
+		}
 		res, err := r.api.ContainerCreate(ctx, client.ContainerCreateOptions{
 			Name:       spec.Name,
 			Config:     cfg,
-			HostConfig: r.hostConfig(spec, withQuota),
+			HostConfig: hc,
 		})
 		switch {
 		case err == nil:
@@ -192,6 +211,13 @@ func (r *Runtime) checkEntrypoint(ctx context.Context, id string) error {
 		return wrapErr("inspect created container", err)
 	}
 	c := res.Container
+	if c.Path == egressInitTarget {
+		// Behind the interception start gate: the program is its argument.
+		c.Path = ""
+		if len(c.Args) > 0 {
+			c.Path = c.Args[0]
+		}
+	}
 	if c.Path == "" {
 		return fmt.Errorf("%w: the image names no entrypoint or command", container.ErrInvalid)
 	}

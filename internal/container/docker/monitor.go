@@ -206,6 +206,7 @@ func (h *hub) handle(ctx context.Context, m events.Message) {
 	case events.ActionStart:
 		// A start means a fresh network namespace; any handle is stale.
 		h.r.netns.drop(id)
+		h.r.egressOnStart(id)
 		h.mu.Lock()
 		delete(h.oomSeen, id)
 		delete(h.paused, id)
@@ -281,6 +282,7 @@ func (h *hub) handle(ctx context.Context, m events.Message) {
 	case events.ActionDestroy:
 		h.releaseHeld(id)
 		h.r.netns.drop(id)
+		h.r.egressOnDestroy(id)
 		h.mu.Lock()
 		exit, seen := h.exits[id]
 		delete(h.oomSeen, id)
@@ -326,6 +328,7 @@ func (h *hub) releaseHeld(id string) {
 // finishExit reports an exit to waiters and Events readers.
 func (h *hub) finishExit(x *heldExit) {
 	h.r.netns.drop(x.id)
+	h.r.egressOnExit(x.id)
 	h.record(x.id, x.exit)
 	h.deliver(x.id, waitResult{exit: x.exit})
 	exit := x.exit

@@ -107,13 +107,19 @@ func (c *netnsCache) len() int {
 // errNetnsClosed means the handle was dropped while a dial was starting.
 var errNetnsClosed = errors.New("network namespace handle closed")
 
-// dialLoopback connects to 127.0.0.1:port inside the namespace. Only the
-// socket is created inside: the Dialer's Control hook, which runs after
+// dialLoopback connects to 127.0.0.1:port inside the namespace.
+func (h *netnsHandle) dialLoopback(ctx context.Context, port int) (net.Conn, error) {
+	return dialInNetns(ctx, h.f, "tcp4", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), nil)
+}
+
+// dialInNetns connects to addr from inside the network namespace ns. Only
+// the socket is created inside: the Dialer's Control hook, which runs after
 // socket() and before connect(), switches the thread back, so the goroutine
 // never parks while its thread sits in the container's namespace. A socket
-// keeps the namespace it was created in.
-func (h *netnsHandle) dialLoopback(ctx context.Context, port int) (net.Conn, error) {
-	raw, err := h.f.SyscallConn()
+// keeps the namespace it was created in. setup, when set, is applied to the
+// socket in that hook.
+func dialInNetns(ctx context.Context, ns *os.File, network, addr string, setup func(fd uintptr) error) (net.Conn, error) {
+	raw, err := ns.SyscallConn()
 	if err != nil {
 		return nil, errNetnsClosed
 	}
@@ -144,8 +150,19 @@ func (h *netnsHandle) dialLoopback(ctx context.Context, port int) (net.Conn, err
 		runtime.UnlockOSThread()
 		return nil
 	}
-	d := net.Dialer{Control: func(string, string, syscall.RawConn) error { return leave() }}
-	conn, err := d.DialContext(ctx, "tcp4", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+	d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		var setupErr error
+		if setup != nil {
+			if err := c.Control(func(fd uintptr) { setupErr = setup(fd) }); err != nil {
+				setupErr = err
+			}
+		}
+		if err := leave(); err != nil {
+			return err
+		}
+		return setupErr
+	}}
+	conn, err := d.DialContext(ctx, network, addr)
 	if lerr := leave(); lerr != nil {
 		if conn != nil {
 			conn.Close()

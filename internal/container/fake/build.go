@@ -450,6 +450,7 @@ func (b *builder) run(args string) error {
 	sys := &system{
 		args:   argv,
 		env:    env,
+		pid:    1, // each step runs in a container of its own
 		stdin:  strings.NewReader(""),
 		stdout: out,
 		stderr: out,

@@ -46,13 +46,18 @@ func (rt *Runtime) Exec(ctx context.Context, id string, spec container.ExecSpec)
 		uid, err = parseUser(spec.User)
 	}
 	pctx, cancel := context.WithCancel(c.ctx)
+	pid := 0
+	if err == nil {
+		c.lastPID++
+		pid = c.lastPID
+	}
 	rt.mu.Unlock()
 	if err != nil {
 		cancel()
 		return nil, fmt.Errorf("exec %q in container %q: %w", spec.Cmd[0], id, err)
 	}
 
-	p := &process{tty: spec.TTY, size: spec.Size, signals: make(chan os.Signal, 16), done: make(chan struct{}), kill: cancel}
+	p := &process{pid: pid, tty: spec.TTY, size: spec.Size, signals: make(chan os.Signal, 16), done: make(chan struct{}), kill: cancel}
 	stdout := &execWriter{ctx: pctx, gate: c.gate, tty: spec.TTY, w: orDiscard(spec.Stdout)}
 	var stderr io.Writer = stdout
 	if !spec.TTY {
@@ -71,16 +76,17 @@ func (rt *Runtime) Exec(ctx context.Context, id string, spec container.ExecSpec)
 	sys := &system{
 		args: spec.Cmd, env: env,
 		stdin: stdin, stdout: stdout, stderr: stderr,
-		signals: p.signals,
-		listen:  rt.listener(c),
-		alloc:   rt.allocator(c),
-		network: networkFor(c.internet),
+		signals:  p.signals,
+		listen:   rt.listener(c),
+		alloc:    rt.allocator(c),
+		network:  networkFor(c.internet),
+		outbound: rt.outboundOf(c),
 		terminal: func() testapp.Terminal {
 			p.mu.Lock()
 			defer p.mu.Unlock()
 			return testapp.Terminal{TTY: p.tty, Cols: int(p.size.Cols), Rows: int(p.size.Rows)}
 		},
-		hostname: c.hostname, workDir: workDir, uid: uid,
+		hostname: c.hostname, workDir: workDir, uid: uid, pid: pid,
 	}
 	go func() {
 		defer cancel()
@@ -105,6 +111,7 @@ func orDiscard(w io.Writer) io.Writer {
 }
 
 type process struct {
+	pid     int
 	tty     bool
 	signals chan os.Signal
 	done    chan struct{}
@@ -124,6 +131,10 @@ func (p *process) Wait(ctx context.Context) (int, error) {
 		return 0, fmt.Errorf("wait for exec: %w", ctx.Err())
 	}
 }
+
+// PID implements container.Process: the fake numbers a container's
+// processes from 1, its main process.
+func (p *process) PID() int { return p.pid }
 
 // Signal delivers sig to the program; SIGKILL ends it at once (code 137),
 // as the kernel would.

@@ -20,6 +20,8 @@
 //     it, "lo" and "eth0" and a default route.
 //   - Starting a container whose executable is missing fails and leaves
 //     nothing behind (Docker leaves a created container with code 127).
+//   - Outbound traffic (testapp's DialContext, LookupHost, ReadFile) and its
+//     interception (Spec.Egress): see egress.go.
 package fake
 
 import (
@@ -42,6 +44,7 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/internal/container"
+	"github.com/berth-dev/berth/internal/container/intercept"
 	"github.com/berth-dev/berth/internal/container/testapp"
 )
 
@@ -62,6 +65,8 @@ type Options struct {
 	After func(time.Duration) <-chan time.Time
 	// EventBuffer is the capacity of each Events channel; 0 means 256.
 	EventBuffer int
+	// EgressCA signs intercepted HTTPS; nil makes one in memory.
+	EgressCA *intercept.CA
 }
 
 // Runtime is the in-memory container.Runtime. Its zero value is not usable;
@@ -79,6 +84,10 @@ type Runtime struct {
 	containers map[string]*box   // by id
 	names      map[string]string // name to id
 	gone       map[string]container.Exit
+
+	caOnce sync.Once
+	ca     *intercept.CA // signs intercepted HTTPS
+	caErr  error
 }
 
 var (
@@ -97,6 +106,7 @@ func New(opts Options) *Runtime {
 		containers: map[string]*box{},
 		names:      map[string]string{},
 		gone:       map[string]container.Exit{},
+		ca:         opts.EgressCA,
 	}
 	for p, prog := range opts.Programs {
 		rt.programs[path.Clean(p)] = prog
@@ -128,6 +138,7 @@ type box struct {
 	labels             map[string]string
 	limits             container.Limits
 	internet           bool
+	egress             *boxEgress // nil: not intercepted
 	env                []string
 	hostname           string
 	uid                int
@@ -148,6 +159,7 @@ type box struct {
 	ports         map[int]*portListener
 	conns         map[net.Conn]struct{}
 	nextEphemeral int
+	lastPID       int // the main process is 1, exec processes follow
 
 	logs        []container.LogLine
 	logsChanged chan struct{} // closed and replaced on every change
@@ -215,7 +227,7 @@ func (rt *Runtime) Start(ctx context.Context, spec container.Spec) (container.In
 	if name == "" {
 		name = "fake_" + id[:12]
 	}
-	env := containerEnv(img, spec.Env, id[:12])
+	env := egressEnv(containerEnv(img, spec.Env, id[:12]), spec)
 	workDir := img.workDir
 	if workDir == "" {
 		workDir = "/"
@@ -231,6 +243,12 @@ func (rt *Runtime) Start(ctx context.Context, spec container.Spec) (container.In
 	}
 	labels[container.LabelManaged] = "1"
 	now := rt.now()
+	var egress *boxEgress
+	if spec.Egress != nil {
+		if egress, err = rt.newBoxEgress(spec.Internet, spec.Egress); err != nil {
+			return container.Instance{}, fmt.Errorf("start container %q: %w", name, err)
+		}
+	}
 	cctx, kill := context.WithCancel(context.Background())
 	c := &box{
 		id: id, name: name, imageRef: spec.Image, img: img, labels: labels,
@@ -238,7 +256,7 @@ func (rt *Runtime) Start(ctx context.Context, spec container.Spec) (container.In
 		created: now, started: now, running: true, resumedAt: now,
 		ctx: cctx, kill: kill, done: make(chan struct{}), gate: newGate(),
 		signals: make(chan os.Signal, 16), ports: map[int]*portListener{}, conns: map[net.Conn]struct{}{},
-		nextEphemeral: 32768, logsChanged: make(chan struct{}),
+		nextEphemeral: 32768, logsChanged: make(chan struct{}), egress: egress,
 	}
 	c.stdout = &lineLog{ctx: cctx, gate: c.gate, emit: rt.logEmitter(c, container.Stdout)}
 	c.stderr = &lineLog{ctx: cctx, gate: c.gate, emit: rt.logEmitter(c, container.Stderr)}
@@ -253,8 +271,10 @@ func (rt *Runtime) Start(ctx context.Context, spec container.Spec) (container.In
 		listen:   rt.listener(c),
 		alloc:    rt.allocator(c),
 		network:  networkFor(spec.Internet),
-		hostname: c.hostname, workDir: workDir, uid: uid,
+		outbound: rt.outboundOf(c),
+		hostname: c.hostname, workDir: workDir, uid: uid, pid: 1,
 	}
+	c.lastPID = 1
 	go func() {
 		code := prog(cctx, sys)
 		c.stdout.flush()
@@ -467,6 +487,9 @@ func (rt *Runtime) finishLocked(c *box, code int, oom bool) {
 		conn.(*gatedConn).Conn.Close()
 	}
 	c.conns = map[net.Conn]struct{}{}
+	if c.egress != nil {
+		c.egress.srv.Close() // its connections die with the container
+	}
 	close(c.done)
 	c.logsChangedLocked()
 	if oom {

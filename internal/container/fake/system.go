@@ -28,6 +28,8 @@ type system struct {
 	hostname string
 	workDir  string
 	uid      int
+	pid      int
+	outbound *outbound // nil: no outbound network (a RUN step)
 }
 
 func (s *system) Args() []string            { return slices.Clone(s.args) }
@@ -40,6 +42,7 @@ func (s *system) Alloc(mib int) error       { return s.alloc(mib) }
 func (s *system) Hostname() (string, error) { return s.hostname, nil }
 func (s *system) Getwd() (string, error)    { return s.workDir, nil }
 func (s *system) Getuid() int               { return s.uid }
+func (s *system) Getpid() int               { return s.pid }
 func (s *system) Terminal() testapp.Terminal {
 	if s.terminal == nil {
 		return testapp.Terminal{}

@@ -71,6 +71,12 @@ func Run(t *testing.T, h Harness) {
 		{"Stats", s.testStats},
 		{"Pause", s.testPause},
 		{"Internet", s.testInternet},
+		{"Egress/HTTP", s.testEgressHTTP},
+		{"Egress/HTTPS", s.testEgressHTTPS},
+		{"Egress/Restart", s.testEgressRestart},
+		{"Egress/Late", s.testEgressLate},
+		{"Egress/Boot", s.testEgressBoot},
+		{"Egress/Internet", s.testEgressInternet},
 		{"UnknownID", s.testUnknownID},
 	}
 	// The group returns once every parallel test has finished, before the
@@ -626,6 +632,30 @@ func (s *suite) testExec(t *testing.T) {
 	t.Run("NoTTY", func(t *testing.T) {
 		if r := s.exec(t, id, container.ExecSpec{Cmd: []string{"/testapp", "tty"}}); r.stdout != "tty=false\n" {
 			t.Errorf("tty without a terminal printed %q", r.stdout)
+		}
+	})
+	t.Run("PID", func(t *testing.T) {
+		// testapp pid prints its pid and runs until stdin ends.
+		var out syncBuffer
+		stdinR, stdinW := io.Pipe()
+		defer stdinW.Close()
+		proc, err := s.rt.Exec(opContext(t), id, container.ExecSpec{Cmd: []string{"/testapp", "pid"}, Stdin: stdinR, Stdout: &out})
+		if err != nil {
+			t.Fatalf("Exec pid: %v", err)
+		}
+		pid := proc.PID()
+		if pid <= 1 {
+			t.Errorf("PID() = %d, want the process's own pid (above the main process's 1)", pid)
+		}
+		waitOutput(t, &out, fmt.Sprintf("pid=%d\n", pid))
+		err = proc.Resize(opContext(t), container.TermSize{Cols: 100, Rows: 30})
+		wantErr(t, "Resize of a process without a terminal", err, container.ErrInvalid)
+		stdinW.Close()
+		if code, err := proc.Wait(opContext(t)); err != nil || code != 0 {
+			t.Fatalf("Wait = %d, %v; want 0 once stdin ended", code, err)
+		}
+		if proc.PID() != pid {
+			t.Errorf("PID() after the exit = %d, want it kept (%d)", proc.PID(), pid)
 		}
 	})
 	t.Run("MissingExecutable", func(t *testing.T) {

@@ -43,6 +43,7 @@ func (s *osSystem) Signals() <-chan os.Signal { return s.signals }
 func (s *osSystem) Hostname() (string, error) { return os.Hostname() }
 func (s *osSystem) Getwd() (string, error)    { return os.Getwd() }
 func (s *osSystem) Getuid() int               { return os.Getuid() }
+func (s *osSystem) Getpid() int               { return os.Getpid() }
 
 func (s *osSystem) Alloc(mib int) error {
 	const pageSize = 4096

@@ -20,6 +20,7 @@ func (p *program) serve(ctx context.Context, args []string) int {
 	exitCode := make(chan int, 1)
 	mux := http.NewServeMux()
 	p.routes(mux, args, exitCode)
+	p.outboundRoutes(ctx, mux) // before listening: see $FETCH_AT_BOOT
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 
 	var listeners []net.Listener

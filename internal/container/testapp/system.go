@@ -1,6 +1,7 @@
 package testapp
 
 import (
+	"context"
 	"io"
 	"net"
 	"os"
@@ -34,6 +35,16 @@ type System interface {
 	Hostname() (string, error)
 	Getwd() (string, error)
 	Getuid() int
+	// Getpid is the process's id, as the process sees it.
+	Getpid() int
+	// DialContext opens an outbound connection from inside the container,
+	// as net.Dialer.DialContext does: a name is resolved as the container
+	// resolves names.
+	DialContext(ctx context.Context, network, addr string) (net.Conn, error)
+	// LookupHost resolves host as the container does (its DNS).
+	LookupHost(ctx context.Context, host string) ([]string, error)
+	// ReadFile reads a file of the container (a CA certificate, say).
+	ReadFile(path string) ([]byte, error)
 }
 
 // Network is what the /net endpoint reports.

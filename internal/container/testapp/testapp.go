@@ -14,6 +14,11 @@
 //	/stream              echoes the request body back as it arrives
 //	/ws                  a WebSocket that answers each message with "echo:"
 //	                     and the message, and closes (1000 "bye") on "close"
+//	/fetch?url=U         makes a request to U from inside the container and
+//	                     answers a FetchReply (see outbound.go)
+//	/resolve?host=H      resolves H with the container's DNS (ResolveReply)
+//	/boot-fetch          the FetchReply of a GET of $FETCH_AT_BOOT, made
+//	                     first thing, before any port listens
 //
 // SIGTERM (or SIGINT) prints "testapp got SIGTERM" and exits with
 // $TERM_EXIT_CODE (default 0), unless IGNORE_TERM=1, when it only prints.
@@ -32,6 +37,8 @@
 //	fail-build MSG   prints MSG to stdout and exits 1
 //	pwd              prints the working directory
 //	id               prints "uid=N"
+//	pid              prints "pid=N", its own process id, then waits until
+//	                 stdin ends (so that it still runs when asked about)
 package testapp
 
 import (
@@ -120,6 +127,12 @@ func (p *program) command(ctx context.Context, name string, args []string) int {
 		p.stdout.println(wd)
 	case "id":
 		p.stdout.println(fmt.Sprintf("uid=%d", p.sys.Getuid()))
+	case "pid":
+		p.stdout.println(fmt.Sprintf("pid=%d", p.sys.Getpid()))
+		if _, err := io.Copy(io.Discard, p.sys.Stdin()); err != nil {
+			p.stderr.println("testapp pid: " + err.Error())
+			return 1
+		}
 	default:
 		return p.usage(fmt.Sprintf("unknown command %q", name))
 	}
@@ -128,7 +141,7 @@ func (p *program) command(ctx context.Context, name string, args []string) int {
 
 func (p *program) usage(problem string) int {
 	p.stderr.println("testapp: " + problem)
-	p.stderr.println("usage: testapp [serve] | echo ARGS | cat | exit N | stderr TEXT | env | sleep DURATION | tty | fail-build MSG | pwd | id")
+	p.stderr.println("usage: testapp [serve] | echo ARGS | cat | exit N | stderr TEXT | env | sleep DURATION | tty | fail-build MSG | pwd | id | pid")
 	return 2
 }
 
