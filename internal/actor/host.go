@@ -299,6 +299,33 @@ func (h *Host) Get(ctx context.Context, id ID) (*Handle, error) {
 	}
 }
 
+// TryGet is Get for an object that is already live: it returns a Handle
+// when id is live, activated without error and not being evicted or reset,
+// and false otherwise. It never activates and never waits, so that a
+// caller on the loop that runs the object's events can call it.
+func (h *Host) TryGet(id ID) (*Handle, bool) {
+	if id.IsZero() || h.namespaces[id.ns.identity] != id.ns {
+		return nil, false
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	a := h.live[id.Key()]
+	if h.closed || a == nil || a.dead {
+		return nil, false
+	}
+	select {
+	case <-a.ready:
+	default:
+		return nil, false
+	}
+	if a.err != nil {
+		return nil, false
+	}
+	a.inflight++
+	h.busyLocked(a)
+	return &Handle{a: a}, true
+}
+
 // activate runs the constructor for a fresh activation whose first Handle
 // the caller holds.
 func (h *Host) activate(a *activation) error {

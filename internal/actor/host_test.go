@@ -306,3 +306,37 @@ func TestHostRejectsTwoClassesOfOneIdentity(t *testing.T) {
 		t.Fatalf("New = %v, want an error naming the shared identity", err)
 	}
 }
+
+// TestTryGetOnlyTakesLiveObjects: TryGet never activates; on a live object
+// its Handle holds off eviction as Get's does.
+func TestTryGetOnlyTakesLiveObjects(t *testing.T) {
+	e := newTestEnv(t, Options{})
+	id := e.ns.IDFromName("try")
+	if _, ok := e.host.TryGet(id); ok {
+		t.Fatal("TryGet of an object that is not live gave a Handle")
+	}
+	if e.factory.activations(id) != 0 {
+		t.Fatal("TryGet activated the object")
+	}
+	first := e.get(id)
+	live := first.Object().(*fakeObject)
+	first.Release()
+
+	hd, ok := e.host.TryGet(id)
+	if !ok || hd.Object() != live {
+		t.Fatalf("TryGet of a live object = %v, %v", hd, ok)
+	}
+	e.clock.Advance(DefaultIdleTimeout)
+	if live.isClosed() {
+		t.Fatal("evicted while a TryGet Handle was held")
+	}
+	hd.Release()
+	e.clock.Advance(DefaultIdleTimeout)
+	waitClosed(t, live)
+	if _, ok := e.host.TryGet(id); ok {
+		t.Fatal("TryGet of an evicted object gave a Handle")
+	}
+	if _, ok := e.host.TryGet(ID{}); ok {
+		t.Fatal("TryGet of the zero id gave a Handle")
+	}
+}

@@ -12,7 +12,6 @@ package jsengine
 import (
 	"errors"
 	"strings"
-	"time"
 )
 
 // Undefined is the Go value of JavaScript undefined, in host function
@@ -72,13 +71,19 @@ type Engine interface {
 	// SetMemoryLimit caps the runtime's heap; 0 means no limit. Past it,
 	// allocations fail with an error for which IsOutOfMemory is true.
 	SetMemoryLimit(bytes uint64)
-	// SetTimeLimit bounds every single entry into JavaScript (a Call, an
-	// evaluation, one drain of the microtask queue); 0 means no limit. Past
-	// it the JavaScript stops with an uncatchable error for which
-	// IsInterrupted is true.
-	SetTimeLimit(d time.Duration)
-	// Interrupt stops the JavaScript running now with an uncatchable error.
-	// Safe from any goroutine.
+	// MemoryUsage is the number of bytes the runtime's heap holds now.
+	MemoryUsage() uint64
+	// RunGC collects the runtime's garbage now, cycles included.
+	RunGC()
+	// Charge makes the time JavaScript runs from now on count against acct
+	// (nil: against nothing, with no limit). It may be called between
+	// calls into JavaScript and from a HostFunc, to switch accounts in the
+	// middle of one; see Account for what is measured and enforced.
+	Charge(acct *Account)
+	// Interrupt stops the JavaScript running now with an uncatchable error
+	// for which IsInterrupted is true. Safe from any goroutine. An
+	// Interrupt while no JavaScript runs is dropped when the next call
+	// into JavaScript starts.
 	Interrupt()
 	// Close frees the runtime. The engine is unusable afterwards.
 	Close() error
@@ -102,7 +107,7 @@ func (e *Error) Error() string {
 var ErrClosed = errors.New("engine closed")
 
 // IsInterrupted reports whether err is JavaScript stopped by Interrupt or
-// the time limit.
+// by the limit of an Account.
 func IsInterrupted(err error) bool {
 	var e *Error
 	return errors.As(err, &e) && e.Name == "InternalError" && e.Message == "interrupted"

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"unsafe"
 
 	"modernc.org/libc"
@@ -125,7 +124,11 @@ func (e *QuickJS) EvalModule(code []byte, global string) error {
 		return fmt.Errorf("evaluate module: %w", e.takeException())
 	}
 	def := *(*uintptr)(unsafe.Pointer(&obj.Fu))
-	promise := lib.XJS_EvalFunction(tls, ctx, obj) // takes obj
+	promise := func() lib.TJSValue {
+		e.enter()
+		defer e.leave()
+		return lib.XJS_EvalFunction(tls, ctx, obj) // takes obj
+	}()
 	if promise.Ftag == lib.EJS_TAG_EXCEPTION {
 		e.drain()
 		return fmt.Errorf("evaluate module: %w", e.takeException())
@@ -165,13 +168,11 @@ type rejection struct {
 	promise, reason lib.TJSValue
 }
 
-// trackers maps a C context to its engine for the rejection tracker, which
-// the engine calls with the context only.
-var trackers sync.Map // uintptr → *QuickJS
-
+// trackRejections installs the rejection tracker, which the engine calls
+// with the C context only (engines maps it to the engine).
 func (e *QuickJS) trackRejections() {
 	tls, ctx := cContext(e.vm)
-	trackers.Store(ctx, e)
+	engines.Store(ctx, e)
 	lib.XJS_SetHostPromiseRejectionTracker(tls, lib.XJS_GetRuntime(tls, ctx), fp(rejectionTracker), 0)
 }
 
@@ -183,7 +184,7 @@ func fp(f any) uintptr {
 // rejectionTracker is called by the engine when a promise is rejected with
 // no handler (handled 0) and when such a promise gets one later (handled 1).
 func rejectionTracker(tls *libc.TLS, ctx uintptr, promise, reason lib.TJSValue, handled int32, _ uintptr) {
-	v, ok := trackers.Load(ctx)
+	v, ok := engines.Load(ctx)
 	if !ok {
 		return
 	}
@@ -228,5 +229,4 @@ func (e *QuickJS) dropRejections() {
 		lib.XFreeValue(tls, ctx, r.reason)
 	}
 	e.rejections = nil
-	trackers.Delete(ctx)
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	lib "modernc.org/libquickjs"
@@ -22,6 +23,14 @@ type QuickJS struct {
 
 	onRejection func(error)
 	rejections  []rejection
+
+	// CPU accounting (cpu.go).
+	clock     func() time.Duration
+	acct      *Account
+	depth     int           // nesting of enter
+	since     time.Duration // clock when the time not yet billed started
+	turn      uint64        // counts the loop's turns, for PerTurn accounts
+	interrupt atomic.Bool   // set by Interrupt
 }
 
 // Options configure a new QuickJS engine.
@@ -33,6 +42,10 @@ type Options struct {
 	// rejected and still had no handler once the microtask queue drained.
 	// nil drops them (they are tracked either way).
 	OnUnhandledRejection func(error)
+	// Clock is the monotonic clock CPU accounts are charged by (see
+	// Account); nil is the real one. Tests inject a fake to charge time
+	// without burning it.
+	Clock func() time.Duration
 }
 
 // NewQuickJS returns a fresh runtime. The caller's goroutine owns it until it
@@ -45,9 +58,14 @@ func NewQuickJS(opts Options) (*QuickJS, error) {
 	if err != nil {
 		return nil, fmt.Errorf("new quickjs vm: %w", err)
 	}
-	e := &QuickJS{vm: vm, fns: map[string]quickjs.Value{}, onError: opts.OnJobError, onRejection: opts.OnUnhandledRejection}
-	e.loop = NewLoop(e.drain)
+	e := &QuickJS{vm: vm, fns: map[string]quickjs.Value{}, onError: opts.OnJobError, onRejection: opts.OnUnhandledRejection,
+		clock: opts.Clock, turn: 1}
+	if e.clock == nil {
+		e.clock = monotonic
+	}
+	e.loop = NewLoop(e.endTurn)
 	e.trackRejections()
+	e.installInterruptHandler()
 	return e, nil
 }
 
@@ -55,7 +73,16 @@ var _ Engine = (*QuickJS)(nil)
 
 func (e *QuickJS) Loop() *Loop { return e.loop }
 
+// endTurn is the loop's after hook: the microtasks the task queued run
+// before the next task, and a new turn starts for PerTurn accounts.
+func (e *QuickJS) endTurn() {
+	e.drain()
+	e.turn++
+}
+
 func (e *QuickJS) drain() {
+	e.enter()
+	defer e.leave()
 	if _, err := e.vm.ExecutePendingJobs(); err != nil && e.onError != nil {
 		e.onError(convertErr(err))
 	}
@@ -148,6 +175,8 @@ func (e *QuickJS) SetModuleLoader(load ModuleLoader) {
 }
 
 func (e *QuickJS) EvalScript(name, src string) error {
+	e.enter()
+	defer e.leave()
 	v, err := e.vm.EvalValue(src, quickjs.EvalGlobal)
 	if err != nil {
 		return fmt.Errorf("evaluate %s: %w", name, convertErr(err))
@@ -166,6 +195,8 @@ func (e *QuickJS) CompileScript(name, src string) ([]byte, error) {
 }
 
 func (e *QuickJS) EvalBytecode(code []byte) error {
+	e.enter()
+	defer e.leave()
 	v, err := e.vm.EvalBytecodeValue(code)
 	if err != nil {
 		return fmt.Errorf("evaluate bytecode: %w", convertErr(err))
@@ -221,6 +252,8 @@ func (e *QuickJS) Call(name string, args ...any) (any, error) {
 	if e.closed {
 		return nil, ErrClosed
 	}
+	e.enter()
+	defer e.leave()
 	f, err := e.fn(name)
 	if err != nil {
 		return nil, fmt.Errorf("call %s: %w", name, err)
@@ -258,15 +291,17 @@ func (e *QuickJS) Call(name string, args ...any) (any, error) {
 
 func (e *QuickJS) SetMemoryLimit(bytes uint64) { e.vm.SetMemoryLimit(uintptr(bytes)) }
 
-func (e *QuickJS) SetTimeLimit(d time.Duration) { _ = e.vm.SetEvalTimeout(d) }
-
-func (e *QuickJS) Interrupt() { e.vm.Interrupt() }
+// Interrupt implements Engine. The flag is read by the interrupt handler
+// (cpu.go), which replaced the quickjs package's own.
+func (e *QuickJS) Interrupt() { e.interrupt.Store(true) }
 
 func (e *QuickJS) Close() error {
 	if e.closed {
 		return nil
 	}
 	e.dropRejections()
+	_, ctx := cContext(e.vm)
+	engines.Delete(ctx)
 	e.closed = true
 	for k, f := range e.fns {
 		f.Free()

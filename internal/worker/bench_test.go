@@ -41,8 +41,8 @@ func BenchmarkRouter(b *testing.B) {
 }
 
 // BenchmarkActivation measures starting one runtime of a Worker version whose
-// script is already bundled: what a new pool slot, a restart after a limit,
-// or (later) a Durable Object's first request costs.
+// script is already bundled: what a new pool slot, a runtime replacing a
+// retired one, or (later) a Durable Object's first request costs.
 func BenchmarkActivation(b *testing.B) {
 	w, _ := newWorker(b, routerScript, Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	s := &slot{index: 99}

@@ -33,6 +33,8 @@ type Containers interface {
 	Hold(owner container.Owner) (release func())
 	Exec(ctx context.Context, owner container.Owner, spec container.ExecSpec) (container.Process, error)
 	Inspect(ctx context.Context, owner container.Owner) (container.Instance, error)
+	InterceptOutbound(ctx context.Context, owner container.Owner, rule container.EgressRule) error
+	Traffic(owner container.Owner) (busy bool, idle time.Duration)
 }
 
 // errNetworkLost is how a container connection that broke after it was made
@@ -60,6 +62,9 @@ type objContainer struct {
 	// getTcpPort(port).fetch; they are dropped when the container starts or
 	// ends and when the activation closes.
 	pools map[int]*http.Transport
+	// egress is closed once the intercept calls made so far are in the
+	// Manager's table (intercept.go); nil when none was made.
+	egress chan struct{}
 }
 
 // dropPools closes the idle pooled connections: after a start or an exit
@@ -163,7 +168,7 @@ func (rt *runtime) postExit(o *object, err error) {
 // containerOp handles the ct* host operations of durable.js.
 func (rt *runtime) containerOp(op string, a []any) (any, error) {
 	switch op {
-	case "ctDestroy", "ctInactivity", "ctInspect", "ctConnect", "ctExec":
+	case "ctDestroy", "ctInactivity", "ctInspect", "ctConnect", "ctExec", "ctIntercept":
 		// Asynchronous: the operation id comes first; make it follow the
 		// object's id as in the synchronous ones.
 		if len(a) < 2 {
@@ -197,8 +202,10 @@ func (rt *runtime) containerOp(op string, a []any) (any, error) {
 		prev := c.started
 		c.started = done
 		c.mu.Unlock()
+		egress := c.egressSettled()
 		go func() {
 			<-prev
+			<-egress // the interception asked for before start() (intercept.go)
 			_, err := c.mgr.Start(c.ctx, c.owner, container.StartOptions{
 				Entrypoint: opts.Entrypoint, Env: opts.Env, EnableInternet: opts.EnableInternet, Labels: opts.Labels,
 			})
@@ -215,6 +222,14 @@ func (rt *runtime) containerOp(op string, a []any) (any, error) {
 			}
 		}()
 		return nil, nil
+	case "ctIdle":
+		// How long the container has been idle in ms, -1 while busy: the
+		// Container class's sleepAfter asks this rather than following
+		// every response body to its end in JavaScript.
+		if busy, idle := c.mgr.Traffic(c.owner); !busy {
+			return float64(idle.Milliseconds()), nil
+		}
+		return -1, nil
 	case "ctSignal":
 		signo := argInt(a, 0)
 		go func() {
@@ -269,6 +284,9 @@ func (rt *runtime) containerOp(op string, a []any) (any, error) {
 	case "ctConnect":
 		rt.connectContainer(o, argInt(a, 0), argInt(a, 1))
 		return nil, nil
+	case "ctIntercept":
+		rt.interceptOutbound(o, a)
+		return nil, nil
 	case "ctExec":
 		return nil, rt.execContainer(o, a)
 	case "ctKill":
@@ -280,6 +298,20 @@ func (rt *runtime) containerOp(op string, a []any) (any, error) {
 		go func() {
 			if err := p.signal(sig); err != nil {
 				rt.log.Warn("exec kill failed", "object", o.label, "err", err)
+			}
+		}()
+		return nil, nil
+	case "ctResize":
+		// Fire and forget, as workerd's resize(); a process that has
+		// exited is gone from procs.
+		p := rt.procs[argInt(a, 0)]
+		if p == nil {
+			return nil, nil
+		}
+		size := container.TermSize{Cols: uint(argInt(a, 1)), Rows: uint(argInt(a, 2))}
+		go func() {
+			if err := p.proc.Resize(context.Background(), size); err != nil {
+				rt.log.Warn("exec resize failed", "object", o.label, "err", err)
 			}
 		}()
 		return nil, nil
@@ -544,19 +576,20 @@ func (rt *runtime) execContainer(o *object, a []any) error {
 	c := o.ct
 	spec := container.ExecSpec{Cmd: opts.Cmd, Env: opts.Env, WorkDir: opts.Cwd, User: opts.User, TTY: opts.Pty,
 		Size: container.TermSize{Cols: opts.Cols, Rows: opts.Rows}}
-	var outR, errR *io.PipeReader
-	var outW, errW *io.PipeWriter
+	// The output waits in execPipes, so that the process can end (and its
+	// exit code settle) before the script reads it.
+	var outP, errP *execPipe
 	if opts.Stdout {
-		outR, outW = io.Pipe()
-		spec.Stdout = outW
+		outP = newExecPipe()
+		spec.Stdout = outP
 	}
 	switch opts.Stderr {
 	case "pipe":
-		errR, errW = io.Pipe()
-		spec.Stderr = errW
+		errP = newExecPipe()
+		spec.Stderr = errP
 	case "combined":
-		if outW != nil {
-			spec.Stderr = outW
+		if outP != nil {
+			spec.Stderr = outP
 		}
 	}
 	var inR *io.PipeReader
@@ -566,7 +599,7 @@ func (rt *runtime) execContainer(o *object, a []any) error {
 		spec.Stdin = inR
 	}
 	closeAll := func(err error) {
-		for _, w := range []*io.PipeWriter{outW, errW} {
+		for _, w := range []*execPipe{outP, errP} {
 			if w != nil {
 				w.CloseWithError(err)
 			}
@@ -597,18 +630,18 @@ func (rt *runtime) execContainer(o *object, a []any) error {
 			}}
 			rt.procs[id] = p
 			out, errh, in := 0, 0, 0
-			if outR != nil {
-				out = rt.addBody(outR, -1, "")
+			if outP != nil {
+				out = rt.addBody(outP, -1, "")
 			}
-			if errR != nil {
-				errh = rt.addBody(errR, -1, "")
+			if errP != nil {
+				errh = rt.addBody(errP, -1, "")
 			}
 			if inW != nil {
 				rt.nextBody++
 				in = -rt.nextBody
 				rt.sinks[in] = inW
 			}
-			rt.settle(opID, nil, id, out, errh, in)
+			rt.settle(opID, nil, id, out, errh, in, proc.PID())
 			// The exit code is reported through __berth_ct_execExit.
 			rt.loop.Hold()
 			go func() {

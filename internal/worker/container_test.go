@@ -143,6 +143,10 @@ export default {
 
 // fakeContainers is a Manager on the in-memory runtime running testapp.
 func fakeContainers(t *testing.T, classes ...string) *container.Manager {
+	return fakeContainersTB(t, classes...)
+}
+
+func fakeContainersTB(t testing.TB, classes ...string) *container.Manager {
 	t.Helper()
 	rt := fake.New(fake.Options{Programs: map[string]fake.Program{"/testapp": testapp.Main}})
 	dir := t.TempDir()
@@ -286,13 +290,7 @@ func TestContainerRunningAfterRestart(t *testing.T) {
 	w := boxWorker(t, m, dir)
 	var started struct{ Running bool }
 	getJSON(t, w, "http://x/start", &started)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := w.host.Close(ctx); err != nil {
-		t.Fatal(err)
-	}
-	w.Close()
-	w.store.Close()
+	w.stop(t)
 
 	w2 := boxWorker(t, m, dir)
 	var st struct{ Running, RunningAtStart bool }

@@ -9,8 +9,11 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io"
+	"maps"
 	"math"
 	"net/http"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -137,10 +140,7 @@ func (w *Worker) Activate(ctx context.Context, st *actor.State) (actor.Object, e
 // new version takes over.
 func (w *Worker) ResetObjects(reason error) {
 	w.objMu.Lock()
-	objs := make([]*object, 0, len(w.objs))
-	for o := range w.objs {
-		objs = append(objs, o)
-	}
+	objs := slices.Collect(maps.Keys(w.objs))
 	w.objMu.Unlock()
 	for _, o := range objs {
 		o.state.Abort(reason)
@@ -309,14 +309,6 @@ func (rt *runtime) flushWrites() {
 	}
 }
 
-// abortObjects resets every object of a runtime that stops.
-func (rt *runtime) abortObjects(reason error) {
-	for _, o := range rt.objs {
-		o.aborted = true
-		o.state.Abort(reason)
-	}
-}
-
 // shutdownObjects runs when the loop has ended: the runtime's objects can
 // take no more events.
 func (rt *runtime) shutdownObjects() {
@@ -417,8 +409,48 @@ func (w *Worker) callObject(ctx context.Context, id actor.ID, method string, pay
 		defer o.ct.mgr.Hold(o.ct.owner)() // a request to the object is container activity
 	}
 	return o.deliver(ctx, func(callID int) {
-		o.rt.call("__berth_do_call", o.jsID, callID, method, payload, tag)
+		o.rt.call("__berth_do_call", o.jsID, callID, method, payload, objectTag(tag, o))
 	})
+}
+
+// localObject is the fast path of stub.fetch to an object that is live in
+// rt itself: the request then goes from the caller's JavaScript to the
+// object's without leaving the loop. It returns "jsID hold" with a hold
+// (released by doLocalEnd) that keeps the object live and its container
+// busy, as roundTripObject's Handle does, or nil when the object is not
+// live here (the caller then takes the way through Go, which activates it).
+// The object's label follows, for its objectTag.
+func (rt *runtime) localObject(w *Worker, target string) any {
+	parts := strings.SplitN(target, "\n", 3)
+	if len(parts) != 3 {
+		return nil
+	}
+	id, err := w.objectID(parts[0], parts[1], parts[2])
+	if err != nil {
+		return nil
+	}
+	host, err := w.objectHost()
+	if err != nil {
+		return nil
+	}
+	hd, ok := host.TryGet(id)
+	if !ok {
+		return nil
+	}
+	o, ok := hd.Object().(*object)
+	if !ok || o.rt != rt || o.gone || o.aborted {
+		hd.Release()
+		return nil
+	}
+	release := hd.Release
+	if o.ct != nil {
+		done := o.ct.mgr.Hold(o.ct.owner) // a request to the object is container activity
+		release = func() { done(); hd.Release() }
+	}
+	w.localFetches.Add(1)
+	rt.nextHold++
+	rt.holds[rt.nextHold] = release
+	return strconv.Itoa(o.jsID) + " " + strconv.Itoa(rt.nextHold) + " " + o.label
 }
 
 // roundTripObject delivers an outgoing request of stub.fetch to the object
@@ -537,9 +569,7 @@ func (rt *runtime) dispatchObject(req *request, o *object, method, url, headers 
 		req.head <- head{err: ErrObjectReset}
 		return
 	}
-	rt.nextReq++
-	id := rt.nextReq
-	rt.reqs[id] = req
+	id := rt.addRequest(req)
 	req.obj = o
 	body := 0
 	if hasBody {
@@ -554,7 +584,7 @@ func (rt *runtime) dispatchObject(req *request, o *object, method, url, headers 
 // pending writes before each.
 var outputOps = map[string]bool{
 	"respond": true, "write": true, "end": true, "fail": true, "done": true, "fetch": true,
-	"doCall": true, "doResult": true, "wsSend": true, "wsClose": true, "sinkWrite": true, "sinkClose": true,
+	"doCall": true, "doResult": true, "doLocalEnd": true, "wsSend": true, "wsClose": true, "sinkWrite": true, "sinkClose": true,
 }
 
 // durableOp handles the host operations of durable.js; ok is false for an
@@ -643,6 +673,14 @@ func (rt *runtime) durableOp(op string, a []any) (result any, err error, ok bool
 		rt.holds[rt.nextHold] = o.state.KeepAlive()
 		return rt.nextHold, nil, true
 	case "doRelease":
+		if release, ok := rt.holds[argInt(a, 0)]; ok {
+			delete(rt.holds, argInt(a, 0))
+			release()
+		}
+		return nil, nil, true
+	case "doLocal":
+		return rt.localObject(w, argString(a, 0)), nil, true
+	case "doLocalEnd": // an output op: the object's writes commit first
 		if release, ok := rt.holds[argInt(a, 0)]; ok {
 			delete(rt.holds, argInt(a, 0))
 			release()

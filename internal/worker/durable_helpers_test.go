@@ -22,6 +22,19 @@ type objectWorker struct {
 	logs  *logBuffer
 }
 
+// stop closes w as berth does when it exits: the object host (every
+// object's events end), the Worker, then storage.
+func (w *objectWorker) stop(t testing.TB) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := w.host.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	w.store.Close()
+}
+
 type objectOptions struct {
 	dir         string // state directory; default a temp dir
 	idle        time.Duration
@@ -29,6 +42,7 @@ type objectOptions struct {
 	runtimes    int
 	alarmBackof time.Duration
 	classes     []string // served without a binding
+	cpuLimit    time.Duration
 	// containers backs ctx.container of containerClasses.
 	containers       Containers
 	containerClasses []string
@@ -85,7 +99,7 @@ func newObjectWorker(t testing.TB, src string, bindings map[string]string, opt o
 	if err != nil {
 		t.Fatal(err)
 	}
-	w, logs := newWorker(t, src, Config{Runtimes: opt.runtimes, Objects: &Objects{Host: host, Bindings: bindings, Classes: classes,
+	w, logs := newWorker(t, src, Config{Runtimes: opt.runtimes, CPULimit: opt.cpuLimit, Objects: &Objects{Host: host, Bindings: bindings, Classes: classes,
 		Containers: opt.containers, ContainerClasses: opt.containerClasses}})
 	current.Store(w)
 	close(ready)

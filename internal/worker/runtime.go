@@ -23,7 +23,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/berth-dev/berth/internal/jsengine"
@@ -42,6 +41,8 @@ var (
 	cloudflareWorkersJS string
 	//go:embed js/durable.js
 	durableJS string
+	//go:embed js/intercept.js
+	interceptJS string
 )
 
 //go:generate sh -c "cd jsdeps && npm ci --no-audit --no-fund && go run gen.go"
@@ -66,7 +67,7 @@ func platformCode() ([][]byte, error) {
 			return
 		}
 		defer e.Close()
-		for _, f := range []struct{ name, src string }{{"runtime.js", runtimeJS}, {"deps.js", depsJS}, {"fetch.js", fetchJS}, {"websocket.js", websocketJS}, {"durable.js", durableJS}} {
+		for _, f := range []struct{ name, src string }{{"runtime.js", runtimeJS}, {"deps.js", depsJS}, {"fetch.js", fetchJS}, {"websocket.js", websocketJS}, {"durable.js", durableJS}, {"intercept.js", interceptJS}} {
 			b, err := e.CompileScript(f.name, f.src)
 			if err != nil {
 				platform.err = err
@@ -110,14 +111,28 @@ type runtime struct {
 	ctx    context.Context // ends when the runtime stops
 	cancel context.CancelFunc
 	done   chan struct{} // closed when the loop goroutine has ended
-	// onLimit is called (on the loop goroutine) when a limit killed the
-	// runtime, before it stops taking requests.
-	onLimit func(*runtime)
-	dead    atomic.Bool // a limit was exceeded; no more JavaScript runs
+	// onRetire is called (on the loop goroutine) when the runtime leaves
+	// the pool after running out of memory (limits.go); it goes on until
+	// the work it has in flight is done.
+	onRetire func(*runtime)
 
 	// Loop-goroutine state.
 	reqs    map[int]*request
 	nextReq int
+
+	// Limits (limits.go): the request tag JavaScript runs under, as it last
+	// reported it; the ids of the requests in reqs by tag; the CPU account
+	// of code that is no request's; recently stopped requests' accounts.
+	tag          string
+	tags         map[string]int
+	untracked    jsengine.Account
+	stopped      map[string]*stoppedRequest
+	stoppedOrder []string
+	cancels      []pendingCancel
+	gcPending    bool // a collection after running out of memory is queued
+	memDoubt     bool // memory ran out in code that was no request's
+	retired      bool
+
 	timers  map[int]*timer
 	fetches map[int]context.CancelFunc
 	// bodies are request and response bodies JavaScript has not read: the
@@ -162,7 +177,7 @@ type timer struct {
 	stopped bool
 }
 
-func startRuntime(ctx context.Context, cfg *Config, env string, index int, onLimit func(*runtime)) (*runtime, error) {
+func startRuntime(ctx context.Context, cfg *Config, env string, index int, onRetire func(*runtime)) (*runtime, error) {
 	code, err := platformCode()
 	if err != nil {
 		return nil, fmt.Errorf("compile platform code: %w", err)
@@ -176,7 +191,6 @@ func startRuntime(ctx context.Context, cfg *Config, env string, index int, onLim
 		cancel:  cancel,
 		done:    make(chan struct{}),
 		sockets: map[int]*socket{},
-		onLimit: onLimit,
 		reqs:    map[int]*request{},
 		timers:  map[int]*timer{},
 		fetches: map[int]context.CancelFunc{},
@@ -187,6 +201,10 @@ func startRuntime(ctx context.Context, cfg *Config, env string, index int, onLim
 		dirty:   map[*object]struct{}{},
 		holds:   map[int]func(){},
 		procs:   map[int]*execProc{},
+
+		onRetire: onRetire,
+		tags:     map[string]int{},
+		stopped:  map[string]*stoppedRequest{},
 	}
 	ready := make(chan error, 1)
 	go func() {
@@ -196,7 +214,8 @@ func startRuntime(ctx context.Context, cfg *Config, env string, index int, onLim
 		if err != nil {
 			return
 		}
-		_ = rt.loop.Run(rctx)
+		_ = rt.loop.RunUntil(rctx, rt.drained)
+		rt.cancel() // drained: what waits on rt.ctx gives up
 		rt.shutdown()
 	}()
 	select {
@@ -237,9 +256,10 @@ func (rt *runtime) init(code [][]byte, env string) error {
 	if err := eng.Register("__berth_host", rt.host); err != nil {
 		return fail(err)
 	}
-	if rt.cfg.CPULimit > 0 {
-		defer eng.SetTimeLimit(rt.cfg.CPULimit) // after start-up, which is not a request's
-	}
+	// Start-up is no request's and runs unmetered; from then on JavaScript
+	// is charged to the request whose tag it runs under (limits.go).
+	rt.untracked = jsengine.Account{Limit: rt.cfg.CPULimit, PerTurn: true, OnExceeded: rt.untrackedExceeded}
+	defer eng.Charge(&rt.untracked)
 	for _, b := range code {
 		if err := eng.EvalBytecode(b); err != nil {
 			return fail(fmt.Errorf("load platform code: %w", err))
@@ -266,9 +286,6 @@ func (rt *runtime) init(code [][]byte, env string) error {
 
 // post runs f on the loop goroutine; false when the runtime has stopped.
 func (rt *runtime) post(f func()) bool {
-	if rt.dead.Load() {
-		return false
-	}
 	select {
 	case <-rt.done:
 		return false
@@ -308,54 +325,16 @@ func (rt *runtime) shutdown() {
 }
 
 func (rt *runtime) call(fn string, args ...any) {
-	if rt.dead.Load() {
-		return
+	if len(rt.cancels) > 0 {
+		rt.cancelStopped()
 	}
 	if _, err := rt.eng.Call(fn, args...); err != nil && !rt.checkLimit(err, 0) {
 		rt.log.Error("runtime call failed", "function", fn, "err", rt.cfg.stacks.mapText(errorWithStack(err)))
 	}
+	if len(rt.cancels) > 0 {
+		rt.cancelStopped()
+	}
 	rt.flushWrites() // the end of a turn
-}
-
-// checkLimit handles err when it means the runtime went past its CPU or
-// memory limit: the request that did it (id, when known) and every other
-// request in flight on this runtime fail with a *LimitError, the log says
-// which limit, and the runtime stops and is replaced.
-func (rt *runtime) checkLimit(err error, id int) bool {
-	var kind, value string
-	switch {
-	case rt.dead.Load():
-		return true
-	case jsengine.IsInterrupted(err):
-		kind, value = "CPU time", rt.cfg.CPULimit.String()
-	case rt.cfg.MemoryLimit > 0 && jsengine.IsOutOfMemory(err):
-		kind, value = "memory", formatBytes(rt.cfg.MemoryLimit)
-	default:
-		return false
-	}
-	rt.dead.Store(true)
-	attrs := []any{"limit", kind, "value", value, "in_flight", len(rt.reqs)}
-	if req := rt.reqs[id]; req != nil {
-		attrs = append(attrs, "request", req.id)
-	}
-	rt.log.Error("worker exceeded its "+kind+" limit; restarting the runtime", attrs...)
-	for rid, req := range rt.reqs {
-		rt.finish(req, &LimitError{Limit: kind, Value: value, Collateral: id != 0 && rid != id})
-	}
-	rt.abortObjects(&LimitError{Limit: kind, Value: value, Collateral: true})
-	if rt.onLimit != nil {
-		rt.onLimit(rt)
-	}
-	rt.loop.Stop()
-	rt.cancel()
-	return true
-}
-
-func formatBytes(n uint64) string {
-	if n%(1<<20) == 0 {
-		return fmt.Sprintf("%d MiB", n>>20)
-	}
-	return fmt.Sprintf("%d bytes", n)
 }
 
 // unhandledRejection logs a promise rejection no code handled, with its
@@ -363,12 +342,12 @@ func formatBytes(n uint64) string {
 // carries on (workerd logs these too; the request they came from is not
 // failed for it).
 func (rt *runtime) unhandledRejection(err error) {
-	if rt.checkLimit(err, 0) {
-		return
+	if rt.checkLimit(err, 0) || rt.stopped[rt.tag] != nil {
+		return // the limit was logged, and the request failed with it
 	}
 	attrs := []any{"err", err.Error()}
-	if tag, _ := rt.eng.Call("__berth_tag"); tag != "" && tag != nil {
-		attrs = append(attrs, "request", tag)
+	if rt.tag != "" {
+		attrs = append(attrs, "request", rt.tag)
 	}
 	var je *jsengine.Error
 	if errors.As(err, &je) && je.Stack != "" {
@@ -379,15 +358,20 @@ func (rt *runtime) unhandledRejection(err error) {
 
 func (rt *runtime) dispatch(req *request, method, url, headers string, hasBody, canonical bool) {
 	req.dispatched.Store(true)
-	rt.nextReq++
-	id := rt.nextReq
-	rt.reqs[id] = req
+	if len(rt.cancels) > 0 {
+		rt.cancelStopped()
+	}
+	id := rt.addRequest(req)
+	rt.enter(req)
 	body := 0
 	if hasBody {
 		body = rt.addBody(req.r.Body, req.r.ContentLength, req.id)
 	}
-	if _, err := rt.eng.Call("__berth_dispatch", id, req.id, req.entrypoint, method, url, headers, body, canonical); err != nil && !rt.checkLimit(err, id) {
+	if _, err := rt.eng.Call("__berth_dispatch", id, req.id, req.entrypoint, method, url, headers, body, canonical, requestProps(req.r)); err != nil && !rt.checkLimit(err, id) {
 		rt.fail(id, err.Error(), "")
+	}
+	if len(rt.cancels) > 0 {
+		rt.cancelStopped()
 	}
 	rt.flushWrites()
 }
@@ -408,6 +392,10 @@ func (rt *runtime) endRequest(id int) {
 		return
 	}
 	delete(rt.reqs, id)
+	delete(rt.tags, req.id)
+	if rt.tag == req.id {
+		rt.eng.Charge(rt.account(req.id)) // what it left behind is no longer its
+	}
 	for handle, b := range rt.bodies {
 		if b.owner == req.id {
 			delete(rt.bodies, handle)
@@ -464,20 +452,28 @@ func (rt *runtime) finish(req *request, err error) {
 		req.head <- head{err: err}
 		return
 	}
+	// A write still waiting to be sent gives way to the end: the client
+	// must learn that the body ended. Only the loop goroutine sends, so
+	// the second send cannot block.
 	select {
 	case req.chunks <- chunk{end: true, err: err}:
 	default:
+		select {
+		case <-req.chunks:
+		default:
+		}
+		req.chunks <- chunk{end: true, err: err}
 	}
 }
 
 func (rt *runtime) fail(id int, text, stack string) {
-	if rt.dead.Load() {
-		return
-	}
 	if name, msg, ok := strings.Cut(text, ": "); ok && name == "InternalError" && rt.checkLimit(&jsengine.Error{Name: name, Message: msg}, id) {
-		return // the script caught the out-of-memory error and rethrew it
+		return // a limit's error that reached the handler's promise (limits.go)
 	}
 	req := rt.reqs[id]
+	if req == nil && rt.wasStopped(id) {
+		return // its work failing after the stop, which was logged
+	}
 	attrs := []any{"err", text}
 	if req != nil {
 		attrs = append(attrs, "request", req.id)
@@ -542,6 +538,9 @@ func (rt *runtime) host(args []any) (any, error) {
 		rt.flushWrites()
 	}
 	switch op {
+	case "tag":
+		rt.setTag(argString(a, 0))
+		return nil, nil
 	case "log":
 		level := slog.LevelInfo
 		switch argString(a, 0) {

@@ -105,3 +105,45 @@ return [p.getAll("a").join(","), p.get("sp"), p.get("enc"), p.toString(), u.href
 		t.Errorf("got  %q\nwant %q", got, want)
 	}
 }
+
+// A URL makes its URLSearchParams when first asked for (gen.go's
+// lazySearchParams); made late, it must still follow the query as it is
+// then, and stay tied to the URL both ways.
+func TestURLSearchParamsMadeLate(t *testing.T) {
+	w, _ := newWorker(t, evalWorker, Config{})
+	got := run(t, w, `
+const out = [];
+const a = new URL("http://h/?x=1"); a.href = "http://g/?y=2"; out.push(a.searchParams.get("y"), a.searchParams.get("x"));
+const b = new URL("http://h/?x=1"); b.search = "?z=3"; out.push(b.searchParams.get("z"));
+const c = new URL("http://h/"); c.searchParams.append("k", "v w"); out.push(c.href);
+const d = new URL("http://h/?x=1"); const sp = d.searchParams; d.search = "q=9"; out.push(sp.get("q"), d.searchParams === sp);
+const e = new URL("http://h/p?x=1#f"); e.hash = "g"; e.pathname = "/r"; out.push(e.searchParams.toString(), e.href);
+return out.join("|");`)
+	want := "2||3|http://h/?k=v+w|9|true|x=1|http://h/r?x=1#g"
+	if got != want {
+		t.Errorf("got  %q\nwant %q", got, want)
+	}
+}
+
+// Request and Response keep the headers of what the runtime made in wire
+// form until a script reads them; copies made from them must still behave
+// as the Fetch standard says: a new Request's headers are its own and
+// mutable, a fetched or received one's are immutable.
+func TestLazyHeadersCopies(t *testing.T) {
+	w, _ := newWorker(t, `export default { async fetch(req) {
+  const out = [];
+  const copy = new Request("http://other/x", req); copy.headers.set("x-new", "1");
+  out.push(copy.headers.get("x-in"), copy.headers.get("x-new"), req.headers.get("x-new"), copy.method, copy.url);
+  const again = new Request(req); again.headers.append("x-in", "2");
+  out.push(again.headers.get("x-in"), req.headers.get("x-in"));
+  try { req.headers.set("x", "1"); out.push("mutable"); } catch { out.push("immutable"); }
+  const withBody = new Request("http://other/y", { method: "POST", body: "b", headers: req.headers });
+  out.push(withBody.headers.get("content-type"), withBody.headers.get("x-in"), await withBody.text());
+  return new Response(out.join("|"));
+} };`, Config{})
+	rec := do(t, w, "GET", "http://h/p", nil, "X-In", "1")
+	want := "1|1||GET|http://other/x|1, 2|1|immutable|text/plain;charset=UTF-8|1|b"
+	if rec.Body.String() != want {
+		t.Errorf("got  %q\nwant %q", rec.Body.String(), want)
+	}
+}

@@ -234,7 +234,16 @@ func (w *Worker) serveWebSocket(rw http.ResponseWriter, r *http.Request, rt *run
 		sock.finish(err)
 		return nil
 	}
+	// After the upgrade net/http no longer watches the connection, so the
+	// request's context ends only when the server serving the Worker goes
+	// away (berth dev stopping): the client is then told so with 1001, and
+	// so is the far end of a proxied socket.
 	if h.bridge != nil {
+		stop := context.AfterFunc(r.Context(), func() {
+			go goingAway(h.bridge.conn)
+			goingAway(conn)
+		})
+		defer stop()
 		return bridgeSockets(rt.ctx, conn, h.bridge)
 	}
 	sock.attach(conn, true)
@@ -242,8 +251,24 @@ func (w *Worker) serveWebSocket(rw http.ResponseWriter, r *http.Request, rt *run
 	case <-sock.done:
 	case <-rt.done:
 		conn.CloseNow()
+	case <-r.Context().Done():
+		// The script hears of it as a close event with that code.
+		sock.enqueue(wsFrame{close: true, code: int(websocket.StatusGoingAway), reason: goingAwayReason})
+		select {
+		case <-sock.done:
+		case <-rt.done:
+			conn.CloseNow()
+		}
 	}
 	return nil
+}
+
+const goingAwayReason = "going away"
+
+// goingAway closes c with 1001: the close frame goes out at once, and the
+// handshake waits for the peer's answer (up to the library's 5 s).
+func goingAway(c *websocket.Conn) {
+	_ = c.Close(websocket.StatusGoingAway, goingAwayReason)
 }
 
 // bridgeSockets copies frames both ways between the client's connection and

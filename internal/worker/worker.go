@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"slices"
 	"strconv"
@@ -26,6 +27,7 @@ import (
 	"time"
 
 	"github.com/berth-dev/berth/internal/clock"
+	"github.com/berth-dev/berth/internal/jsengine"
 )
 
 // Clock is the time source; tests inject a manual one so they do not sleep.
@@ -49,17 +51,20 @@ type Config struct {
 	// Runtimes is the pool size; default 1.
 	Runtimes int
 	// MemoryLimit caps each runtime's JavaScript heap in bytes; 0 is none.
-	// A request that runs the runtime out of it gets a 503, and the runtime
-	// is replaced (requests in flight on it fail too; other runtimes are
-	// unaffected).
+	// The request that runs the runtime out of it gets a 503; the others
+	// in flight go on. If the heap is still at least half full after a
+	// garbage collection, the runtime is replaced in the pool and stops
+	// once the work it has in flight is done.
 	MemoryLimit uint64
-	// CPULimit bounds the JavaScript a request may run without yielding
+	// CPULimit bounds the time the JavaScript of one request may run
 	// (wrangler's limits.cpu_ms); 0 means the default of 30 s, negative
-	// means none. It is measured per uninterrupted stretch of JavaScript
-	// (one handler call, one batch of promise reactions), in wall-clock
-	// time, which equals CPU time on a runtime's single goroutine unless the
-	// host is overloaded. Past it the request gets a 503 and the runtime is
-	// replaced, as for MemoryLimit.
+	// means none. It is the sum over everything the request's code runs:
+	// its handler, the callbacks of its I/O and timers, the microtasks
+	// they queue (see limits.go for how code is attributed). It is
+	// measured in wall-clock time, which equals CPU time on a runtime's
+	// single goroutine unless the host is overloaded (jsengine.Account).
+	// Past it the request's code is stopped and the request gets a 503;
+	// the runtime and its other requests carry on.
 	CPULimit time.Duration
 	// SourceMap is the bundle's source map (bundle.Result.SourceMap); stack
 	// traces in the log name the project's files and lines through it.
@@ -92,19 +97,13 @@ var ErrLimitExceeded = errors.New("worker exceeded a resource limit")
 // DefaultCPULimit is the CPU limit when Config.CPULimit is 0.
 const DefaultCPULimit = 30 * time.Second
 
-// LimitError fails a request whose runtime went past a limit.
+// LimitError fails a request that went past a limit.
 type LimitError struct {
 	Limit string // "CPU time" or "memory"
 	Value string // the configured limit, such as "50ms" or "64 MiB"
-	// Collateral is true for a request that was in flight on the runtime
-	// when another request exceeded the limit.
-	Collateral bool
 }
 
 func (e *LimitError) Error() string {
-	if e.Collateral {
-		return fmt.Sprintf("worker runtime restarted: another request exceeded the %s limit (%s)", e.Limit, e.Value)
-	}
 	return fmt.Sprintf("worker exceeded the %s limit (%s)", e.Limit, e.Value)
 }
 
@@ -122,10 +121,16 @@ type Worker struct {
 	next        atomic.Uint64
 	reqs        atomic.Uint64
 	closed      atomic.Bool
+	// retired are the runtimes replaced in the pool that still finish
+	// their work in flight.
+	retiredMu sync.Mutex
+	retired   map[*runtime]struct{}
+	// localFetches counts the stub.fetch calls that reached an object in
+	// the caller's own runtime (localObject).
+	localFetches atomic.Int64
 }
 
-// slot holds one runtime of the pool and replaces it when it dies of a
-// limit.
+// slot holds one runtime of the pool and replaces it when it retires.
 type slot struct {
 	index int
 	mu    sync.Mutex
@@ -176,7 +181,7 @@ func New(ctx context.Context, cfg Config) (*Worker, error) {
 		return nil, fmt.Errorf("new worker %q: %w: %s", cfg.Name, ErrScript, cfg.stacks.mapText(err.Error()))
 	}
 	cfg.code = code
-	w := &Worker{cfg: cfg, env: string(env), objs: map[*object]struct{}{}}
+	w := &Worker{cfg: cfg, env: string(env), objs: map[*object]struct{}{}, retired: map[*runtime]struct{}{}}
 	w.cfg.owner = w
 	for i := 0; i < cfg.Runtimes; i++ {
 		s := &slot{index: i}
@@ -194,15 +199,25 @@ func New(ctx context.Context, cfg Config) (*Worker, error) {
 }
 
 func (w *Worker) start(ctx context.Context, s *slot) (*runtime, error) {
-	return startRuntime(ctx, &w.cfg, w.env, s.index, func(dead *runtime) { w.replace(s, dead) })
+	return startRuntime(ctx, &w.cfg, w.env, s.index, func(old *runtime) { w.replace(s, old) })
 }
 
-// replace starts a new runtime in place of dead, which a limit killed. It
-// is called on dead's goroutine before dead stops taking requests, so that
-// Serve finds s.ready set and waits for the replacement.
-func (w *Worker) replace(s *slot, dead *runtime) {
+// replace starts a new runtime in place of old, which retired. It is called
+// on old's goroutine, so that from then on Serve finds s.ready set and waits
+// for the replacement rather than sending old new requests; old finishes
+// the work it has and stops by itself (Close stops it sooner).
+func (w *Worker) replace(s *slot, old *runtime) {
+	w.retiredMu.Lock()
+	w.retired[old] = struct{}{}
+	w.retiredMu.Unlock()
+	go func() {
+		<-old.done
+		w.retiredMu.Lock()
+		delete(w.retired, old)
+		w.retiredMu.Unlock()
+	}()
 	s.mu.Lock()
-	if s.rt != dead || s.ready != nil {
+	if s.rt != old || s.ready != nil {
 		s.mu.Unlock()
 		return
 	}
@@ -242,6 +257,12 @@ func (w *Worker) Close() error {
 		rt, _ := s.current()
 		rt.stop()
 	}
+	w.retiredMu.Lock()
+	retired := slices.Collect(maps.Keys(w.retired))
+	w.retiredMu.Unlock()
+	for _, rt := range retired {
+		rt.stop()
+	}
 	return nil
 }
 
@@ -253,8 +274,14 @@ func (w *Worker) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		if errors.As(err, &hw) {
 			return // too late for a status; the body was cut short
 		}
+		var le *LimitError
+		if errors.As(err, &le) {
+			// What workerd answers ("Worker exceeded CPU time limit.").
+			http.Error(rw, "Worker exceeded "+le.Limit+" limit.", http.StatusServiceUnavailable)
+			return
+		}
 		status := http.StatusInternalServerError
-		if errors.Is(err, ErrClosed) || errors.Is(err, ErrLimitExceeded) {
+		if errors.Is(err, ErrClosed) {
 			status = http.StatusServiceUnavailable
 		}
 		http.Error(rw, http.StatusText(status), status)
@@ -312,7 +339,16 @@ func (w *Worker) serve(rw http.ResponseWriter, r *http.Request, entrypoint strin
 		rt = obj.rt
 	} else {
 		s = w.slots[int(w.next.Add(1)-1)%len(w.slots)]
-		rt, _ = s.current()
+		var ready chan struct{}
+		rt, ready = s.current()
+		if ready != nil { // its runtime retired: wait for the new one
+			select {
+			case <-ready:
+			case <-r.Context().Done():
+				return r.Context().Err()
+			}
+			rt, _ = s.current()
+		}
 	}
 	req := &request{
 		r:          r,
@@ -374,8 +410,8 @@ func (w *Worker) serve(rw http.ResponseWriter, r *http.Request, entrypoint strin
 				break
 			}
 		}
-		// The runtime died of a limit before it took this request: wait
-		// for its replacement, once.
+		// The runtime stopped (it retired and drained) before it took
+		// this request: wait for its replacement, once.
 		if attempt > 0 || w.closed.Load() || obj != nil {
 			return ErrClosed
 		}
@@ -493,6 +529,7 @@ type request struct {
 	// Fields below are touched only on the runtime's loop goroutine.
 	headSent bool
 	finished bool
+	cpu      jsengine.Account // the CPU time its code used (limits.go)
 }
 
 type head struct {

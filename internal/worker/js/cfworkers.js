@@ -31,16 +31,42 @@ const NO_INSTANCE = "there is no container instance that can be provided to this
 const RATE_LIMITED = "you are requesting too many containers per second";
 const NOT_LISTENING = "the container is not listening";
 const TARGET_PORT_HEADER = "cf-container-target-port";
-const BODY_END = Symbol.for("berth.bodyEnd"); // set by the runtime on a container port's responses
+const IDLE_MS = Symbol.for("berth.idleMs"); // on ctx.container: ms idle, -1 while busy
 const POLL_MS = 300;
 const PORTS_TIMEOUT_MS = 20_000;
 const PING_TIMEOUT_MS = 5_000;
 const signalNumbers = { SIGINT: 2, SIGTERM: 15, SIGKILL: 9 };
+const SCHEDULE_PREFIX = "__CF_CONTAINER_SCHEDULE:"; // + taskId, in ctx.storage.kv
 const errorText = (e) => (e instanceof Error ? e.message : String(e)).toLowerCase();
 const exitCodeOf = (e) => {
   const m = /(?:container exited with unexpected exit code|runtime signalled the container to exit): (\d+)/.exec(errorText(e));
   return m ? Number(m[1]) : null;
 };
+
+// randomId is the package's generateId: url-friendly characters.
+function randomId(n) {
+  const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+  let id = "";
+  for (const b of crypto.getRandomValues(new Uint8Array(n))) id += alphabet[b % alphabet.length];
+  return id;
+}
+
+// toSchedule is the record schedule(), getSchedule() and listSchedules()
+// give for a stored task, and the second argument of its callback.
+function toSchedule(task, payload) {
+  const s = { taskId: task.taskId, callback: task.callback, payload, type: task.type, time: task.time };
+  if (task.type === "delayed") s.delayInSeconds = task.delayInSeconds;
+  return s;
+}
+// storedPayload is the payload as the package reads it back: through JSON.
+function storedPayload(task) {
+  try {
+    return JSON.parse(task.payloadJSON);
+  } catch (e) {
+    console.error(`Error parsing payload for schedule ${task.taskId}:`, e);
+    return undefined;
+  }
+}
 
 function parseDuration(v) {
   if (typeof v === "number") return v;
@@ -49,7 +75,104 @@ function parseDuration(v) {
   return Number(m[1]) * { s: 1, m: 60, h: 3600 }[m[2]];
 }
 
+// ---- Outbound interception ----
+// As in @cloudflare/containers 0.3.7: a Container subclass names its egress
+// handlers in static properties (outboundByHost, outbound, outboundHandlers
+// and the aliases outboundProxy, outboundProxies) and limits hosts with
+// allowedHosts and deniedHosts; the instance registers ContainerProxy, a
+// loopback entrypoint the Worker must export (export { ContainerProxy }
+// from "cloudflare:workers"), with ctx.container's interceptOutbound*, and
+// the container's outbound requests reach ContainerProxy.fetch, which picks
+// the handler. Handlers are (request, env, { containerId, className,
+// params }) => Response. Static properties set by assignment go through the
+// setters into registries per class name, as in the package; static class
+// fields (define semantics) are read off the class itself, which the
+// Worker's module exports.
+const OUTBOUND_CONFIGURATION_KEY = "OUTBOUND_CONFIGURATION";
+const outboundHandlersRegistry = new Map(); // class name → { name: handler }
+const defaultOutboundHandlerNameRegistry = new Map(); // class name → name of its catch-all handler
+const outboundByHostRegistry = new Map(); // class name → { host: handler }
+const blockedOrigin = () => new Response("Origin is disallowed", { status: 520 });
+
+export function outboundParams(_handler, params) { return params; }
+
+// simpleGlobMatch matches value against a pattern where * stands for any
+// run of characters.
+function simpleGlobMatch(pattern, value) {
+  const parts = pattern.split("*");
+  if (parts.length === 1) return pattern === value;
+  if (!value.startsWith(parts[0]) || !value.endsWith(parts[parts.length - 1])) return false;
+  let pos = parts[0].length;
+  for (let i = 1; i < parts.length - 1; i++) {
+    const idx = value.indexOf(parts[i], pos);
+    if (idx === -1) return false;
+    pos = idx + parts[i].length;
+  }
+  return pos <= value.length - parts[parts.length - 1].length;
+}
+const matchesHostList = (hostname, patterns) => patterns.some((p) => simpleGlobMatch(p, hostname));
+const normalizeHostname = (h) => h.replace(/\.+$/, "");
+const byHostMatch = (table, hostname) => table[hostname] ??
+  Object.entries(table).find(([pattern]) => pattern !== hostname && simpleGlobMatch(pattern, hostname))?.[1];
+
+// outboundOf reads the egress handlers of a Container class (by name).
+function outboundOf(className) {
+  const ctor = globalThis.__berth?.module?.[className];
+  const handlers = { ...(outboundHandlersRegistry.get(className) ?? {}), ...(ctor?.outboundProxies ?? {}), ...(ctor?.outboundHandlers ?? {}) };
+  const name = defaultOutboundHandlerNameRegistry.get(className);
+  return {
+    handlers,
+    byHost: ctor?.outboundByHost ?? outboundByHostRegistry.get(className),
+    outbound: ctor?.outbound ?? ctor?.outboundProxy ?? (name ? handlers[name] : undefined),
+  };
+}
+
+export class ContainerProxy extends WorkerEntrypoint {
+  async fetch(request) {
+    const hostname = normalizeHostname(new URL(request.url).hostname);
+    const { className, containerId, outboundByHostOverrides, outboundHandlerOverride, enableInternet, allowedHosts, deniedHosts, interceptAll } = this.ctx.props;
+    const baseCtx = { containerId, className };
+    if (deniedHosts && matchesHostList(hostname, deniedHosts)) return blockedOrigin();
+    if (allowedHosts && !matchesHostList(hostname, allowedHosts)) return blockedOrigin();
+    const { handlers, byHost, outbound } = outboundOf(className);
+    if (outboundByHostOverrides) {
+      const override = byHostMatch(outboundByHostOverrides, hostname);
+      if (override && handlers[override.method]) return handlers[override.method](request, this.env, { ...baseCtx, params: override.params });
+    }
+    if (byHost) {
+      const handler = byHostMatch(byHost, hostname);
+      if (handler) return handler(request, this.env, baseCtx);
+    }
+    if (!interceptAll) return allowedHosts || enableInternet ? fetch(request) : blockedOrigin();
+    if (outboundHandlerOverride && handlers[outboundHandlerOverride.method]) {
+      return handlers[outboundHandlerOverride.method](request, this.env, { ...baseCtx, params: outboundHandlerOverride.params });
+    }
+    if (outbound) return outbound(request, this.env, baseCtx);
+    if (allowedHosts || enableInternet) return fetch(request);
+    return blockedOrigin();
+  }
+}
+
 export class Container extends DurableObject {
+  static get outboundByHost() { return outboundByHostRegistry.get(this.name); }
+  static set outboundByHost(handlers) { outboundByHostRegistry.set(this.name, handlers); }
+  static get outboundHandlers() { return outboundHandlersRegistry.get(this.name); }
+  static set outboundHandlers(handlers) {
+    outboundHandlersRegistry.set(this.name, { ...(outboundHandlersRegistry.get(this.name) ?? {}), ...handlers });
+  }
+  static get outbound() {
+    const name = defaultOutboundHandlerNameRegistry.get(this.name);
+    return name ? outboundHandlersRegistry.get(this.name)?.[name] : undefined;
+  }
+  static set outbound(handler) {
+    outboundHandlersRegistry.set(this.name, { ...(outboundHandlersRegistry.get(this.name) ?? {}), __outbound__: handler });
+    defaultOutboundHandlerNameRegistry.set(this.name, "__outbound__");
+  }
+  static get outboundProxies() { return this.outboundHandlers; }
+  static set outboundProxies(handlers) { this.outboundHandlers = handlers; }
+  static get outboundProxy() { return this.outbound; }
+  static set outboundProxy(handler) { this.outbound = handler; }
+
   defaultPort = undefined;
   requiredPorts = undefined;
   sleepAfter = "10m";
@@ -58,6 +181,16 @@ export class Container extends DurableObject {
   enableInternet = true;
   labels = {};
   pingEndpoint = "ping";
+  // Outbound interception (see ContainerProxy).
+  interceptHttps = false;
+  allowedHosts = undefined;
+  deniedHosts = undefined;
+  outboundByHostOverrides = {};
+  outboundHandlerOverride = undefined;
+  allowedHostsOverride = undefined;
+  deniedHostsOverride = undefined;
+  usingInterception = false;
+  hasInterceptAllRegistration = false;
 
   #monitor = null;
   #startInFlight = null;
@@ -73,26 +206,42 @@ export class Container extends DurableObject {
       for (const k of ["defaultPort", "sleepAfter", "envVars", "entrypoint", "enableInternet"]) if (options[k] !== undefined) this[k] = options[k];
     }
     this.container = ctx.container;
+    const persistedOutbound = this.#restoreOutboundConfiguration();
     ctx.blockConcurrencyWhile(async () => {
-      await ctx.storage.setAlarm(Date.now() + 1000);
+      await this.#setAlarmWithin(1000);
       // After an await: a subclass's fields (sleepAfter) are set by now.
       this.renewActivityTimeout();
+      if (persistedOutbound !== undefined || this.#hasStaticOutbound() ||
+          this.effectiveAllowedHosts !== undefined || this.effectiveDeniedHosts !== undefined) this.usingInterception = true;
+      if (this.usingInterception && this.container.running) {
+        await this.applyOutboundInterception().catch((e) => console.error("Container: outbound interception:", e));
+      }
     });
     if (this.container.running) this.#watch(this.container.monitor());
   }
 
   // ---- state ----
+  // The state is kept in storage, as the package keeps it, and mirrored
+  // here: every request checks it, and this instance is its only writer.
+  #state = null;
   async getState() {
-    return (await this.ctx.storage.get(STATE_KEY)) ?? { status: "stopped", lastChange: Date.now() };
+    if (this.#state === null) this.#state = (await this.ctx.storage.get(STATE_KEY)) ?? null;
+    return this.#state === null ? { status: "stopped", lastChange: Date.now() } : { ...this.#state };
   }
   async #setState(status, exitCode) {
     const s = { status, lastChange: Date.now() };
     if (exitCode !== undefined) s.exitCode = exitCode;
     await this.ctx.storage.put(STATE_KEY, s);
+    this.#state = s;
   }
 
+  #span = 0; #spanOf = undefined; // sleepAfter in ms, and the value it was parsed from
+  #sleepAfterSpan() {
+    if (this.#spanOf !== this.sleepAfter) { this.#span = parseDuration(this.sleepAfter) * 1000; this.#spanOf = this.sleepAfter; }
+    return this.#span;
+  }
   renewActivityTimeout() {
-    this.#sleepAfterMs = Date.now() + parseDuration(this.sleepAfter) * 1000;
+    this.#sleepAfterMs = Date.now() + this.#sleepAfterSpan();
   }
 
   // ---- hooks ----
@@ -144,6 +293,7 @@ export class Container extends DurableObject {
     this.renewActivityTimeout();
     const p = (async () => {
       await this.#syncStopped();
+      await this.refreshOutboundInterception(); // before start, as on Cloudflare
       const o = startOptions ?? {};
       this.container.start({
         env: o.envVars ?? this.envVars, entrypoint: o.entrypoint ?? this.entrypoint,
@@ -151,7 +301,7 @@ export class Container extends DurableObject {
       });
       this.#watch(this.container.monitor());
       await this.#setState("running");
-      await this.ctx.storage.setAlarm(Date.now() + 1000);
+      await this.#setAlarmWithin(1000);
       return true;
     })();
     this.#startInFlight = p;
@@ -211,6 +361,139 @@ export class Container extends DurableObject {
     }
   }
 
+  // ---- outbound interception ----
+  get effectiveAllowedHosts() { return this.allowedHostsOverride ?? this.allowedHosts; }
+  get effectiveDeniedHosts() { return this.deniedHostsOverride ?? this.deniedHosts; }
+
+  #hasStaticOutbound() {
+    const c = this.constructor;
+    return c.outboundByHost !== undefined || c.outbound !== undefined || c.outboundHandlers !== undefined ||
+      c.outboundProxy !== undefined || c.outboundProxies !== undefined;
+  }
+
+  #validateHandler(methodName) {
+    if (!(methodName in outboundOf(this.constructor.name).handlers)) {
+      throw new Error(`Outbound handler method '${methodName}' not found in outboundHandlers for ${this.constructor.name}`);
+    }
+  }
+
+  async setOutboundHandler(methodName, ...params) {
+    this.#validateHandler(methodName);
+    this.outboundHandlerOverride = params.length === 0 ? { method: methodName } : { method: methodName, params: params[0] };
+    await this.refreshOutboundInterception();
+  }
+  async setOutboundByHost(hostname, methodName, ...params) {
+    this.#validateHandler(methodName);
+    this.outboundByHostOverrides[hostname] = params.length === 0 ? { method: methodName } : { method: methodName, params: params[0] };
+    await this.refreshOutboundInterception();
+  }
+  async removeOutboundByHost(hostname) {
+    delete this.outboundByHostOverrides[hostname];
+    await this.refreshOutboundInterception();
+  }
+  async setOutboundByHosts(handlers) {
+    for (const h of Object.values(handlers)) this.#validateHandler(typeof h === "string" ? h : h.method);
+    this.outboundByHostOverrides = Object.fromEntries(Object.entries(handlers).map(([host, h]) => [host, typeof h === "string" ? { method: h } : h]));
+    await this.refreshOutboundInterception();
+  }
+  async setAllowedHosts(hosts) {
+    this.allowedHostsOverride = [...hosts];
+    this.usingInterception = true;
+    await this.refreshOutboundInterception();
+  }
+  async setDeniedHosts(hosts) {
+    this.deniedHostsOverride = [...hosts];
+    this.usingInterception = true;
+    await this.refreshOutboundInterception();
+  }
+  async allowHost(hostname) {
+    const hosts = this.effectiveAllowedHosts ?? [];
+    if (!hosts.includes(hostname)) this.allowedHostsOverride = [...hosts, hostname];
+    this.usingInterception = true;
+    await this.refreshOutboundInterception();
+  }
+  async denyHost(hostname) {
+    const hosts = this.effectiveDeniedHosts ?? [];
+    if (!hosts.includes(hostname)) this.deniedHostsOverride = [...hosts, hostname];
+    this.usingInterception = true;
+    await this.refreshOutboundInterception();
+  }
+  async removeAllowedHost(hostname) {
+    this.allowedHostsOverride = (this.effectiveAllowedHosts ?? []).filter((h) => h !== hostname);
+    await this.refreshOutboundInterception();
+  }
+  async removeDeniedHost(hostname) {
+    this.deniedHostsOverride = (this.effectiveDeniedHosts ?? []).filter((h) => h !== hostname);
+    await this.refreshOutboundInterception();
+  }
+
+  #outboundConfiguration() {
+    return {
+      outboundByHostOverrides: Object.keys(this.outboundByHostOverrides).length > 0 ? this.outboundByHostOverrides : undefined,
+      outboundHandlerOverride: this.outboundHandlerOverride,
+      allowedHosts: this.effectiveAllowedHosts,
+      deniedHosts: this.effectiveDeniedHosts,
+      hasInterceptAllRegistration: this.hasInterceptAllRegistration || undefined,
+    };
+  }
+
+  // #restoreOutboundConfiguration reads the runtime overrides back from
+  // storage (synchronously, in the constructor, as the package does).
+  #restoreOutboundConfiguration() {
+    const conf = this.ctx.storage.kv.get(OUTBOUND_CONFIGURATION_KEY);
+    if (!conf) return undefined;
+    const valid = (m) => { try { this.#validateHandler(m); return true; } catch (e) { console.warn("Ignoring an invalid persisted outbound handler:", e); return false; } };
+    this.outboundHandlerOverride = conf.outboundHandlerOverride !== undefined && valid(conf.outboundHandlerOverride.method) ? conf.outboundHandlerOverride : undefined;
+    this.outboundByHostOverrides = {};
+    for (const [host, o] of Object.entries(conf.outboundByHostOverrides ?? {})) if (valid(o.method)) this.outboundByHostOverrides[host] = o;
+    this.hasInterceptAllRegistration = conf.hasInterceptAllRegistration === true;
+    if (conf.allowedHosts) this.allowedHostsOverride = conf.allowedHosts;
+    if (conf.deniedHosts) this.deniedHostsOverride = conf.deniedHosts;
+    return conf;
+  }
+
+  async refreshOutboundInterception() {
+    if (this.usingInterception) await this.applyOutboundInterception();
+  }
+
+  // applyOutboundInterception registers ContainerProxy, with the current
+  // configuration as its props, for what the class intercepts: the hosts
+  // of outboundByHost (and their HTTPS with interceptHttps), or everything
+  // once a catch-all, a host list or a runtime override needs it (which
+  // stays so: interception cannot be taken back).
+  async applyOutboundInterception() {
+    const ctx = this.ctx;
+    if (ctx.exports === undefined) throw new Error("ctx.exports is undefined: export ContainerProxy from the Worker's entry module");
+    if (ctx.exports.ContainerProxy === undefined) {
+      throw new Error('ctx.exports.ContainerProxy is undefined: export it from the Worker\'s entry module (export { ContainerProxy } from "cloudflare:workers")');
+    }
+    const c = this.constructor;
+    const needsCatchAll = c.outbound !== undefined || c.outboundProxy !== undefined || this.outboundHandlerOverride !== undefined;
+    const interceptAll = this.hasInterceptAllRegistration || needsCatchAll || this.effectiveAllowedHosts !== undefined ||
+      this.effectiveDeniedHosts !== undefined || Object.keys(this.outboundByHostOverrides).length > 0 ||
+      this.allowedHostsOverride !== undefined || this.deniedHostsOverride !== undefined;
+    if (interceptAll) this.hasInterceptAllRegistration = true;
+    const conf = this.#outboundConfiguration();
+    ctx.storage.kv.put(OUTBOUND_CONFIGURATION_KEY, { ...conf, allowedHosts: this.allowedHostsOverride, deniedHosts: this.deniedHostsOverride });
+    const fetcher = ctx.exports.ContainerProxy({
+      props: {
+        enableInternet: this.enableInternet, containerId: ctx.id.toString(), className: c.name,
+        outboundByHostOverrides: conf.outboundByHostOverrides, outboundHandlerOverride: conf.outboundHandlerOverride,
+        allowedHosts: conf.allowedHosts, deniedHosts: conf.deniedHosts, interceptAll,
+      },
+    });
+    const staticHosts = Object.keys(outboundOf(c.name).byHost ?? {});
+    const hosts = interceptAll ? staticHosts : [...new Set([...staticHosts, ...Object.keys(this.outboundByHostOverrides)])];
+    for (const host of hosts) {
+      await this.container.interceptOutboundHttp(host, fetcher);
+      if (this.interceptHttps) await this.container.interceptOutboundHttps(host, fetcher);
+    }
+    if (interceptAll) {
+      if (this.interceptHttps) await this.container.interceptOutboundHttps("*", fetcher);
+      await this.container.interceptAllOutboundHttp(fetcher);
+    }
+  }
+
   async stop(signal = "SIGTERM") {
     if (this.container.running) this.container.signal(typeof signal === "string" ? signalNumbers[signal] : signal);
     await this.#syncStopped();
@@ -237,7 +520,7 @@ export class Container extends DurableObject {
     }
     port ??= this.defaultPort;
     if (port === undefined) throw new Error("No port specified for the container fetch");
-    const state = await this.getState();
+    const state = this.#state ?? await this.getState();
     if (!this.container.running || state.status !== "healthy") {
       try {
         await this.startAndWaitForPorts(port, { abort: request.signal });
@@ -257,42 +540,111 @@ export class Container extends DurableObject {
       this.#inflight--;
       return new Response(`Error proxying request to container: ${e instanceof Error ? e.message : String(e)}`, { status: 500 });
     }
-    if (res.webSocket || res.body === null) {
-      // A WebSocket keeps the container busy in the runtime while it is
-      // open (its connection holds it), not through this counter.
-      this.#inflight--;
-      this.renewActivityTimeout();
-      return res;
-    }
-    const done = () => { this.#inflight--; this.renewActivityTimeout(); };
-    const ended = res[BODY_END];
-    if (ended) {
-      // The body passes through untouched (no copy through JavaScript);
-      // the runtime says when it has ended.
-      ended.then(done);
-      return new Response(res.body, res);
-    }
-    const { readable, writable } = new IdentityTransformStream();
-    res.body.pipeTo(writable).catch(() => {}).finally(done);
-    return new Response(readable, res);
+    // The body (or WebSocket) passes through untouched; the runtime counts
+    // the container busy until it has ended, and the alarm asks it.
+    this.#inflight--;
+    this.renewActivityTimeout();
+    return res;
   }
 
-  // ---- the alarm: sleepAfter and stop events ----
+  // ---- schedules ----
+  // As in the package: a task names a method of the class, runs from the
+  // alarm once its time has come as this[callback](payload, schedule), and
+  // is deleted then, whether it succeeded or threw. The records carry the
+  // time in whole seconds and the payload as JSON gives it back. Tasks are
+  // kept in storage, so they survive eviction and restarts. Unlike the
+  // package, a task runs at its time rather than on the next alarm tick,
+  // listSchedules lists every task of a callback (the package's stops at
+  // one), and a task whose method is gone is dropped instead of retried
+  // on every alarm.
+  async schedule(when, callback, payload) {
+    if (typeof callback !== "string") throw new Error("Callback must be a string (method name)");
+    if (typeof this[callback] !== "function") throw new Error(`this.${callback} is not a function`);
+    const task = { taskId: randomId(9), callback, payloadJSON: JSON.stringify(payload) ?? null };
+    if (when instanceof Date) {
+      Object.assign(task, { type: "scheduled", time: Math.floor(when.getTime() / 1000), at: when.getTime() });
+    } else if (typeof when === "number") {
+      const now = Date.now();
+      Object.assign(task, { type: "delayed", delayInSeconds: when, time: Math.floor(now / 1000 + when), at: now + when * 1000 });
+    }
+    if (!Number.isFinite(task.at)) throw new Error("Invalid schedule type. 'when' must be a Date or number of seconds");
+    this.ctx.storage.kv.put(SCHEDULE_PREFIX + task.taskId, task);
+    const alarm = await this.ctx.storage.getAlarm();
+    if (alarm === null || task.at < alarm) await this.ctx.storage.setAlarm(task.at);
+    return toSchedule(task, payload);
+  }
+
+  async getSchedule(id) {
+    const task = this.ctx.storage.kv.get(SCHEDULE_PREFIX + id);
+    return task === undefined ? undefined : toSchedule(task, storedPayload(task));
+  }
+
+  async listSchedules(name) {
+    return this.#tasks().filter((t) => t.callback === name).map((t) => toSchedule(t, storedPayload(t)));
+  }
+
+  deleteSchedules(name) {
+    for (const t of this.#tasks()) if (t.callback === name) this.ctx.storage.kv.delete(SCHEDULE_PREFIX + t.taskId);
+  }
+
+  // scheduleNextAlarm sets the alarm ms from now, as the package's does.
+  async scheduleNextAlarm(ms = 1000) {
+    await this.ctx.storage.setAlarm(Date.now() + ms);
+    await this.ctx.storage.sync();
+  }
+
+  #tasks() {
+    return Array.from(this.ctx.storage.kv.list({ prefix: SCHEDULE_PREFIX }), ([, t]) => t);
+  }
+
+  // #setAlarmWithin sets the alarm ms from now, or sooner for a task due.
+  async #setAlarmWithin(ms) {
+    await this.ctx.storage.setAlarm(Math.min(Date.now() + ms, ...this.#tasks().map((t) => t.at)));
+  }
+
+  // #runDueTasks runs the tasks whose time has come, oldest first.
+  async #runDueTasks() {
+    const now = Date.now();
+    const due = this.#tasks().filter((t) => t.at <= now).sort((a, b) => a.at - b.at);
+    for (const task of due) {
+      const key = SCHEDULE_PREFIX + task.taskId;
+      if (this.ctx.storage.kv.get(key) === undefined) continue; // deleted by an earlier callback
+      const fn = this[task.callback];
+      if (typeof fn !== "function") {
+        console.error(`Callback ${task.callback} not found or is not a function`);
+      } else {
+        try {
+          await fn.call(this, task.payloadJSON === null ? undefined : JSON.parse(task.payloadJSON), toSchedule(task, storedPayload(task)));
+        } catch (e) {
+          console.error(`Error executing scheduled callback "${task.callback}":`, e);
+        }
+      }
+      this.ctx.storage.kv.delete(key);
+    }
+  }
+
+  // ---- the alarm: schedules, sleepAfter and stop events ----
   async alarm() {
+    await this.#runDueTasks();
+    const next = Math.min(...this.#tasks().map((t) => t.at)); // Infinity: none
     if (!this.container.running) {
       await this.#syncStopped();
-      await this.ctx.storage.deleteAlarm();
+      if (next === Infinity) await this.ctx.storage.deleteAlarm();
+      else await this.ctx.storage.setAlarm(next);
       return;
     }
+    const idleMs = this.container[IDLE_MS]();
+    if (idleMs < 0) this.renewActivityTimeout();
+    else this.#sleepAfterMs = Math.max(this.#sleepAfterMs, Date.now() - idleMs + this.#sleepAfterSpan());
     if (this.#inflight === 0 && !this.#startInFlight && this.#sleepAfterMs <= Date.now()) {
       await this.onActivityExpired();
       this.renewActivityTimeout();
-      await this.ctx.storage.setAlarm(Date.now() + 1000);
+      await this.#setAlarmWithin(1000);
       return;
     }
     // Checked every second at most: a request may have renewed the
     // timeout meanwhile, and the container may have stopped.
-    await this.ctx.storage.setAlarm(Math.min(Math.max(this.#sleepAfterMs, Date.now() + 200), Date.now() + 1000));
+    await this.ctx.storage.setAlarm(Math.min(Math.max(this.#sleepAfterMs, Date.now() + 200), Date.now() + 1000, next));
   }
 }
 

@@ -204,10 +204,19 @@
   class DurableObjectNamespace {
     #cls;
     constructor(key, cls) { if (key !== idKey) throw new TypeError("Illegal constructor"); this.#cls = cls; }
+    // Names map to ids by a keyed hash in Go; a Worker asks for the same
+    // few names on every request, so remember recent answers.
+    #ids = new Map();
     idFromName(name) {
       if (arguments.length === 0) throw new TypeError("idFromName: 1 argument required");
       name = String(name);
-      return new DurableObjectId(idKey, this.#cls, host("doIdFromName", this.#cls, name), name);
+      let hex = this.#ids.get(name);
+      if (hex === undefined) {
+        hex = host("doIdFromName", this.#cls, name);
+        if (this.#ids.size >= 1024) this.#ids.clear();
+        this.#ids.set(name, hex);
+      }
+      return new DurableObjectId(idKey, this.#cls, hex, name);
     }
     newUniqueId(options) {
       if (options && options.jurisdiction !== undefined && typeof options.jurisdiction !== "string") throw new TypeError("newUniqueId: jurisdiction must be a string");
@@ -250,6 +259,7 @@
     base.id = id;
     base.name = id.name;
     base.fetch = (input, init) => B.fetchTo(target, input, init);
+    base[Symbol.for("berth.fetchTarget")] = target; // a Fetcher for interception (intercept.js)
     base.connect = () => { throw new TypeError("connect() on a Durable Object stub is not supported by berth"); };
     return new Proxy(base, {
       get(t, p) {
@@ -364,6 +374,10 @@
       this.#objID = objID; this.#running = !!running;
     }
     get running() { return this.#running; }
+    // How long the container has been idle (no request, stream or
+    // WebSocket) in ms, -1 while busy: berth's own Container class reads it
+    // for sleepAfter.
+    [Symbol.for("berth.idleMs")]() { return host("ctIdle", this.#objID); }
     get images() { return {}; }
     start(options) {
       if (this.#running) throw new Error("start() cannot be called on a container that is already running.");
@@ -417,7 +431,7 @@
           let req;
           try { req = new Request(input, init); } catch (e) { return Promise.reject(e); }
           if (req.url.startsWith("https:")) return Promise.reject(new Error("Connecting to a container using HTTPS is not currently supported; use HTTP instead. TLS is unnecessary anyway, as the connection is already secure by default."));
-          return B.fetchTo(target, req);
+          return B.fetchTo(target, req, undefined, true);
         },
         connect(address, options) {
           if (options && (options.secureTransport === "on" || options.secureTransport === "starttls"))
@@ -441,11 +455,15 @@
       const o = options === undefined || options === null ? {} : options;
       if (!this.#running) throw new Error("exec() cannot be called on a container that is not running.");
       const pty = o.pty === undefined ? false : o.pty;
-      const stderr = o.stderr === undefined ? "pipe" : o.stderr;
+      // A terminal has one output stream and takes input: as in workerd,
+      // stderr is then "combined" and stdin defaults to "pipe".
+      const stderr = o.stderr === undefined ? (pty ? "combined" : "pipe") : o.stderr;
       if (!["pipe", "ignore", "combined"].includes(stderr)) throw new TypeError(`exec: stderr must be "pipe", "ignore" or "combined"`);
+      if (pty && stderr !== "combined") throw new TypeError(`stderr must be "combined" when PTY is enabled.`);
       const stdout = o.stdout === undefined ? "pipe" : o.stdout;
       if (!["pipe", "ignore"].includes(stdout)) throw new TypeError(`exec: stdout must be "pipe" or "ignore"`);
-      const stdinOpt = o.stdin;
+      if (stderr === "combined" && stdout !== "pipe") throw new TypeError(`stderr: "combined" requires stdout to be "pipe".`);
+      const stdinOpt = o.stdin === undefined && pty ? "pipe" : o.stdin;
       if (stdinOpt !== undefined && stdinOpt !== null && stdinOpt !== "pipe" && !(stdinOpt instanceof ReadableStream))
         throw new TypeError(`exec: stdin must be a ReadableStream or "pipe"`);
       if (o.signal && o.signal.aborted) throw o.signal.reason;
@@ -454,7 +472,7 @@
         stdin: stdinOpt !== undefined && stdinOpt !== null, stdout: stdout === "pipe", stderr, pty: !!pty,
         cols: pty && typeof pty === "object" ? Number(pty.cols) : 0, rows: pty && typeof pty === "object" ? Number(pty.rows) : 0,
       };
-      const [id, outHandle, errHandle, inSink] = await hostAsync("ctExec", this.#objID, JSON.stringify(opts));
+      const [id, outHandle, errHandle, inSink, pid] = await hostAsync("ctExec", this.#objID, JSON.stringify(opts));
       let resolveExit, rejectExit;
       const exitCode = new Promise((res, rej) => { resolveExit = res; rejectExit = rej; });
       exitCode.catch(() => {});
@@ -476,7 +494,7 @@
       if (o.signal) o.signal.addEventListener("abort", () => { try { kill(9); } catch { /* exited */ } }, { once: true });
       const readAll = async (s) => (s ? new Uint8Array(await new Response(s).arrayBuffer()).buffer : new ArrayBuffer(0));
       return Object.freeze({
-        pid: 0,
+        pid,
         isPty: !!pty,
         stdin: stdinStream,
         stdout: outStream,
@@ -487,12 +505,23 @@
           return { stdout: out, stderr: err, exitCode: await exitCode };
         },
         kill,
-        resize() { throw new TypeError("exec: resize is not supported by berth yet"); },
+        // resize(cols, rows) as workerd has it; resize({cols, rows}) too.
+        // Fire and forget: the terminal changes size shortly after.
+        resize(cols, rows) {
+          if (cols !== null && typeof cols === "object") ({ cols, rows } = cols);
+          if (!pty) throw new TypeError("resize() can only be called on a process that was started with a PTY.");
+          cols = Math.trunc(Number(cols));
+          rows = Math.trunc(Number(rows));
+          if (!(cols >= 1 && cols <= 65535)) throw new RangeError("PTY cols must be between 1 and 65535.");
+          if (!(rows >= 1 && rows <= 65535)) throw new RangeError("PTY rows must be between 1 and 65535.");
+          host("ctResize", objID, id, cols, rows);
+        },
       });
     }
-    interceptOutboundHttp() { return Promise.reject(new Error("interceptOutboundHttp is not supported by berth yet")); }
-    interceptAllOutboundHttp() { return Promise.reject(new Error("interceptAllOutboundHttp is not supported by berth yet")); }
-    interceptOutboundHttps() { return Promise.reject(new Error("interceptOutboundHttps is not supported by berth yet")); }
+    // Outbound interception: intercept.js and intercept.go.
+    interceptOutboundHttp(addr, fetcher) { return B.interceptOutbound(this.#objID, "interceptOutboundHttp", "http", addr, fetcher); }
+    interceptAllOutboundHttp(fetcher) { return B.interceptOutbound(this.#objID, "interceptAllOutboundHttp", "all", "", fetcher); }
+    interceptOutboundHttps(addr, fetcher) { return B.interceptOutbound(this.#objID, "interceptOutboundHttps", "https", addr, fetcher); }
     snapshotContainer() { return Promise.reject(new Error("container snapshots are not supported by berth yet")); }
 
     // #exited takes the end of the current run from Go.
@@ -650,6 +679,7 @@
       return res;
     };
     const sqlValue = (v) => {
+      if (v === undefined) return null; // workerd binds a missing value as NULL, as the package's schedule() relies on
       if (v === null || typeof v === "string" || typeof v === "number") return v;
       if (typeof v === "boolean") return v ? 1 : 0;
       if (typeof v === "bigint") return Number(v);
@@ -820,6 +850,48 @@
     });
   };
 
+  // localFetch is stub.fetch to an object that is live in this runtime:
+  // the request goes to its fetch handler through the input gate without
+  // leaving the loop, and its writes commit (doLocalEnd is an output
+  // operation) before the caller sees the response. null when the object
+  // is not live here, or for a WebSocket upgrade (which goes through Go).
+  // An exception reads as it does on the way through Go.
+  B.localFetch = (target, req) => {
+    if (B.isUpgrade(req)) return null;
+    const got = host("doLocal", target);
+    if (got == null) return null;
+    const sp = got.indexOf(" "), sp2 = got.indexOf(" ", sp + 1);
+    const rec = objects.get(Number(got.slice(0, sp))), hold = Number(got.slice(sp + 1, sp2));
+    if (!rec) { host("doRelease", hold); return null; }
+    // The object's own tag, as for RPC calls (objectTag in Go): stopping
+    // the calling request must not cut off the object's handler.
+    const url = req.url, caller = B.tag, tag = caller + ">" + got.slice(sp2 + 1);
+    const objReq = B.objectRequest(req);
+    return new Promise((resolve, reject) => {
+      deliver(rec, () => {
+        B.tag = tag;
+        let p;
+        try {
+          if (rec.broken) throw rec.broken;
+          if (typeof rec.instance.fetch !== "function") throw new TypeError(`the Durable Object class ${rec.cls} has no fetch method`);
+          p = Promise.resolve(rec.instance.fetch(objReq));
+        } catch (e) {
+          p = Promise.reject(e);
+        }
+        p.then((res) => B.adoptResponse(res, url)).then((res) => {
+          host("doLocalEnd", hold);
+          B.tag = caller;
+          resolve(res);
+        }, (e) => {
+          host("doLocalEnd", hold);
+          B.log("error")("uncaught exception in fetch handler", e);
+          B.tag = caller;
+          reject(new TypeError(`fetch ${url}: ${errText(e)}`));
+        });
+      });
+    });
+  };
+
   g.__berth_do_fetch = (objID, id, tag, method, url, headers, bodyHandle, canonical) => {
     const rec = objects.get(objID);
     const run = () => B.handleFetch(id, tag, method, url, headers, bodyHandle, canonical, (req) => {
@@ -837,7 +909,7 @@
     const namespaces = {};
     for (const cls of info.classes) namespaces[cls] = new DurableObjectNamespace(idKey, cls);
     for (const [name, cls] of Object.entries(info.bindings)) env[name] = namespaces[cls];
-    B.exports = Object.freeze({ ...namespaces });
+    B.exports = Object.freeze({ ...(B.entrypointExports ? B.entrypointExports() : {}), ...namespaces });
   };
 
   B.serialize = serialize;

@@ -35,7 +35,18 @@
   // ---- Headers ------------------------------------------------------------------------
   const tokenRe = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
   const normValue = (v) => String(v).replace(/^[\t\n\r ]+|[\t\n\r ]+$/g, "");
-  const checkName = (n) => { n = String(n); if (!tokenRe.test(n)) throw new TypeError(`Invalid header name "${n}"`); return n.toLowerCase(); };
+  // Scripts use the same few header names all the time; remember the
+  // lowercased form of names already checked.
+  const checkedNames = new Map();
+  const checkName = (n) => {
+    if (typeof n === "string") { const c = checkedNames.get(n); if (c !== undefined) return c; }
+    n = String(n);
+    if (!tokenRe.test(n)) throw new TypeError(`Invalid header name "${n}"`);
+    const lower = n.toLowerCase();
+    if (checkedNames.size >= 256) checkedNames.clear();
+    checkedNames.set(n, lower);
+    return lower;
+  };
   const checkValue = (v) => { v = normValue(v); if (/[\0\r\n]/.test(v)) throw new TypeError("Invalid header value"); return v; };
   const guardKey = Symbol("guard");
   class Headers {
@@ -65,13 +76,18 @@
     }
     delete(name) { this.#mutable(); const n = checkName(name); this.#list = this.#list.filter((e) => e[0] !== n); }
     get(name) {
-      const n = checkName(name);
-      const vs = this.#list.filter((e) => e[0] === n).map((e) => e[1]);
-      return vs.length ? vs.join(", ") : null;
+      const n = checkName(name), list = this.#list;
+      let v = null;
+      for (let i = 0; i < list.length; i++) if (list[i][0] === n) v = v === null ? list[i][1] : v + ", " + list[i][1];
+      return v;
     }
     getAll(name) { const n = checkName(name); return this.#list.filter((e) => e[0] === n).map((e) => e[1]); }
     getSetCookie() { return this.#list.filter((e) => e[0] === "set-cookie").map((e) => e[1]); }
-    has(name) { const n = checkName(name); return this.#list.some((e) => e[0] === n); }
+    has(name) {
+      const n = checkName(name), list = this.#list;
+      for (let i = 0; i < list.length; i++) if (list[i][0] === n) return true;
+      return false;
+    }
     *entries() {
       const names = [...new Set(this.#list.map((e) => e[0]))].sort();
       for (const n of names) {
@@ -326,8 +342,24 @@
   // the script looks at them.
   const incoming = Symbol("incoming");
   const redirectModes = ["follow", "manual", "error"];
+  // hrefOf is new URL(input).href, remembered: a Worker builds Requests
+  // from the same few URLs over and over, and parsing one costs tens of
+  // microseconds in an interpreter.
+  const hrefs = new Map();
+  const hrefOf = (input) => {
+    const s = String(input);
+    let href = hrefs.get(s);
+    if (href === undefined) {
+      try { href = new URL(s).href; } catch (e) { throw new TypeError(`Invalid URL: ${s}`); }
+      if (hrefs.size >= 512) hrefs.clear();
+      hrefs.set(s, href);
+    }
+    return href;
+  };
   class Request extends Body {
-    #url; #method; #headers = null; #flat = ""; #signal = null; #redirect = "follow"; #cf; #integrity = "";
+    // #headers is made from #flat (the wire form) when first asked for, with
+    // #flatGuard: most requests are passed on without their headers read.
+    #url; #method; #headers = null; #flat = ""; #flatGuard = "immutable"; #signal = null; #redirect = "follow"; #cf; #integrity = "";
     constructor(input, init = {}) {
       if (input === incoming) {
         super(init.source);
@@ -335,6 +367,16 @@
         return;
       }
       const src = input instanceof Request ? input : null;
+      if (!src && init instanceof Request && init[bodyKey].source === null) {
+        // new Request(url, request) without a body, as a proxy makes:
+        // request's members read directly, its headers copied unparsed.
+        super(null);
+        this.#url = hrefOf(input);
+        this.#method = init.#method;
+        if (init.#headers === null) { this.#flat = init.#flat; this.#flatGuard = "none"; } else this.#headers = new Headers(init.#headers);
+        this.#signal = init.#signal; this.#redirect = init.#redirect; this.#cf = init.#cf; this.#integrity = init.#integrity;
+        return;
+      }
       init = init || {};
       const body = init.body !== undefined ? extractBody(init.body) : null;
       const method = init.method !== undefined ? normMethod(init.method) : src ? src.#method : "GET";
@@ -350,15 +392,11 @@
         source = sb.source; sb.used = true;
       }
       super(source);
-      if (src) this.#url = src.#url;
-      else {
-        let url;
-        try { url = new URL(String(input)); } catch (e) { throw new TypeError(`Invalid URL: ${String(input)}`); }
-        this.#url = url.href;
-      }
+      this.#url = src ? src.#url : hrefOf(input);
       this.#method = method;
-      this.#headers = new Headers(init.headers !== undefined ? init.headers : src ? src.headers : undefined);
-      if (body && body.type && !this.#headers.has("content-type")) this.#headers.set("content-type", body.type);
+      if (init.headers === undefined && src && src.#headers === null) { this.#flat = src.#flat; this.#flatGuard = "none"; }
+      else this.#headers = new Headers(init.headers !== undefined ? init.headers : src ? src.headers : undefined);
+      if (body && body.type && !this.headers.has("content-type")) this.headers.set("content-type", body.type);
       this.#signal = init.signal !== undefined ? init.signal : src ? src.#signal : null;
       this.#redirect = init.redirect !== undefined ? String(init.redirect) : src ? src.#redirect : "follow";
       if (!redirectModes.includes(this.#redirect)) throw new TypeError(`Invalid redirect value "${this.#redirect}"`);
@@ -368,7 +406,7 @@
     get url() { return this.#url; }
     get method() { return this.#method; }
     get headers() {
-      if (this.#headers === null) this.#headers = headersFromFlat(this.#flat, "immutable");
+      if (this.#headers === null) this.#headers = headersFromFlat(this.#flat, this.#flatGuard);
       return this.#headers;
     }
     get signal() { return this.#signal || (this.#signal = new AbortController().signal); }
@@ -384,16 +422,25 @@
       return r;
     }
     static _flat(r) { return r.#headers === null ? r.#flat : flatHeaders(r.#headers); }
+    static _signal(r) { return r.#signal; }
     get [Symbol.toStringTag]() { return "Request"; }
   }
-  const requestFlatHeaders = Request._flat; delete Request._flat;
+  const requestFlatHeaders = Request._flat, requestSignal = Request._signal; delete Request._flat; delete Request._signal;
 
   // ---- Response -----------------------------------------------------------------------------------
   const nullBodyStatus = [101, 204, 205, 304];
+  const internalResponse = Symbol("internalResponse");
   let jsonBody = false; // set while Response.json constructs its Response
   class Response extends Body {
-    #status; #statusText; #headers; #webSocket; #url = ""; #redirected = false; #type = "default";
+    // As for Request: the headers of a response the runtime made stay in
+    // wire form (#flat) until a script asks for them.
+    #status; #statusText; #headers = null; #flat = ""; #webSocket = null; #url = ""; #redirected = false; #type = "default";
     constructor(body = null, init = undefined) {
+      if (body === internalResponse) {
+        super(init.source);
+        this.#status = init.status; this.#statusText = init.statusText; this.#flat = init.flat;
+        return;
+      }
       const json = jsonBody;
       jsonBody = false;
       let status = 200, statusText = "", ws = null, headersInit;
@@ -422,14 +469,14 @@
     get status() { return this.#status; }
     get statusText() { return this.#statusText; }
     get ok() { return this.#status >= 200 && this.#status < 300; }
-    get headers() { return this.#headers; }
+    get headers() { return this.#headers ??= headersFromFlat(this.#flat, "immutable"); }
     get webSocket() { return this.#webSocket; }
     get url() { return this.#url; }
     get redirected() { return this.#redirected; }
     get type() { return this.#type; }
     clone() {
       if (this.#webSocket) throw new TypeError("Cannot clone a response to a WebSocket handshake.");
-      const r = new Response(null, { status: this.#status, statusText: this.#statusText, headers: this.#headers });
+      const r = new Response(null, { status: this.#status, statusText: this.#statusText, headers: this.headers });
       r[bodyKey].source = cloneBody(this);
       r.#url = this.#url; r.#redirected = this.#redirected; r.#type = this.#type;
       return r;
@@ -446,25 +493,43 @@
       return new Response(null, { status, headers: { location: href } });
     }
     static error() { const r = new Response(null, { status: 200 }); r.#status = 0; r.#type = "error"; setGuard(r.#headers, "immutable"); return r; }
+    static _flat(r) { return r.#headers === null ? r.#flat : flatHeaders(r.#headers); }
     static _fetched(r, url, redirected) { r.#url = url; r.#redirected = redirected; r.#type = "basic"; return r; }
     get [Symbol.toStringTag]() { return "Response"; }
   }
-  const markFetched = Response._fetched; delete Response._fetched;
+  const markFetched = Response._fetched, responseFlatHeaders = Response._flat; delete Response._fetched; delete Response._flat;
+  // makeResponse is a Response from parts the runtime vouches for: headers
+  // in wire form, the body a source as Body keeps it.
+  const makeResponse = (status, statusText, flat, source) => new Response(internalResponse, { status, statusText, flat, source });
 
   // ---- fetch ------------------------------------------------------------------------------------------
   // bodyEndKey is the property, on a Response from a container port, of a
   // promise that settles when the response body has ended.
   const bodyEndKey = Symbol.for("berth.bodyEnd");
+  // The promise is made when first asked for: it costs a host call and a
+  // turn of the loop, and the runtime tracks container activity itself.
+  const ctBodyKey = Symbol("containerBody"), bodyEndPromise = Symbol("bodyEnd");
+  Object.defineProperty(Response.prototype, bodyEndKey, {
+    get() {
+      if (this[ctBodyKey] === undefined) return undefined;
+      return (this[bodyEndPromise] ??= hostAsync("bodyEnd", this[ctBodyKey]).then(() => undefined));
+    },
+    configurable: true,
+  });
   function fetch(input, init) { return fetchTo("", input, init); }
   // fetchTo is fetch with a target other than the network: a Durable
   // Object ("class\n" + id + "\n" + name), which Go reaches through the
   // object host rather than an HTTP client.
-  async function fetchTo(target, input, init) {
-    const req = new Request(input, init);
-    const signal = req.signal;
-    signal.throwIfAborted();
+  async function fetchTo(target, input, init, owned) {
+    const req = owned ? input : new Request(input, init);
+    const signal = requestSignal(req); // null: nothing can abort it
+    if (signal) signal.throwIfAborted();
     const url = req.url;
     if (!url.startsWith("http:") && !url.startsWith("https:")) throw new TypeError(`Fetch API cannot load: ${url}`);
+    if (target !== "" && target[0] !== "@" && B.localFetch) {
+      const local = B.localFetch(target, req);
+      if (local !== null) return local;
+    }
     // The body goes to Go as a string, bytes, a host body handle (passed
     // through without JS copies) or, for a JS stream, true plus a pump.
     const b = req[bodyKey];
@@ -480,9 +545,9 @@
       const { id, promise: p } = B.hostAsyncId("fetch", req.method, url, requestFlatHeaders(req), body, req.redirect, B.tag, target);
       if (stream) pumpSink(id, stream);
       const onAbort = () => { B.cancelOp(id); host("abortFetch", id); reject(signal.reason); };
-      signal.addEventListener("abort", onAbort, { once: true });
+      if (signal) signal.addEventListener("abort", onAbort, { once: true });
       p.then(([status, statusText, headers, handle, finalURL, redirected, socket]) => {
-        signal.removeEventListener("abort", onAbort);
+        if (signal) signal.removeEventListener("abort", onAbort);
         if (socket) {
           const h = headersFromFlat(headers, "immutable");
           const ws = B.wsFromHost(socket, url, h.get("sec-websocket-protocol"));
@@ -491,16 +556,13 @@
         }
         const noBody = nullBodyStatus.includes(status) || req.method === "HEAD";
         if (noBody && handle) host("closeBody", handle);
-        const r = new Response(null, { status: status < 200 ? 200 : status, statusText, headers: headersFromFlat(headers, "none") });
-        if (status < 200) Object.defineProperty(r, "status", { value: status });
-        r[bodyKey].source = noBody || !handle ? null : { hostBody: handle };
+        const r = makeResponse(status, statusText, headers, noBody || !handle ? null : { hostBody: handle });
         // A container's response tells when its body has ended, wherever
         // it went: the Container class counts a request in flight until then
         // without piping the body through JavaScript.
-        if (!noBody && handle && target.startsWith("@ct\n")) r[bodyEndKey] = hostAsync("bodyEnd", handle).then(() => undefined);
-        setGuard(r.headers, "immutable");
+        if (!noBody && handle && target.startsWith("@ct\n")) r[ctBodyKey] = handle;
         resolve(markFetched(r, finalURL, redirected));
-      }, (e) => { signal.removeEventListener("abort", onAbort); reject(e); });
+      }, (e) => { if (signal) signal.removeEventListener("abort", onAbort); reject(e); });
     });
   }
 
@@ -609,6 +671,46 @@
   for (const [k, v] of Object.entries({ Headers, Request, Response, Blob, File, FormData, fetch, crypto, CryptoKey, structuredClone }))
     define(k, v);
   B.fetchTo = fetchTo;
+
+  // For stub.fetch to an object in this runtime (durable.js localFetch):
+  // the object's copy of the request and the caller's copy of the
+  // response, each taking over the other's body instead of copying it, as
+  // the way through Go would stream it.
+  // hasFlat tells whether wire-form headers have a header called name.
+  const hasFlat = (flat, name) => {
+    for (let i = 0; i < flat.length;) {
+      const nl = flat.indexOf("\n", i);
+      if (nl < 0) return false;
+      if (nl - i === name.length && flat.startsWith(name, i)) return true;
+      const end = flat.indexOf("\n", nl + 1);
+      if (end < 0) return false;
+      i = end + 1;
+    }
+    return false;
+  };
+  const takeBody = (r) => {
+    const b = r[bodyKey];
+    if (b.used || b.source === null) return null;
+    if (b.stream && b.stream.locked) throw new TypeError("The body's stream is locked.");
+    b.used = true;
+    return b.source;
+  };
+  B.objectRequest = (req) => {
+    const url = req.url, source = takeBody(req);
+    let flat = requestFlatHeaders(req);
+    if (!hasFlat(flat, "host")) flat += "host\n" + new URL(url).host + "\n";
+    if (source !== null && (typeof source === "string" || source instanceof Uint8Array) && !hasFlat(flat, "content-length"))
+      flat += "content-length\n" + (typeof source === "string" ? utf8(source).byteLength : source.byteLength) + "\n";
+    return new Request(incoming, { url, method: req.method, headers: flat, source, cf: req.cf });
+  };
+  B.isUpgrade = (req) => hasFlat(requestFlatHeaders(req), "upgrade");
+  B.adoptResponse = (res, url) => {
+    if (!(res instanceof Response)) throw new TypeError(`the fetch handler returned ${res === undefined ? "undefined" : B.inspect(res, 1, new Set())}, not a Response`);
+    if (res.webSocket) return new Response(null, { status: 101, statusText: res.statusText, headers: res.headers, webSocket: res.webSocket });
+    const out = makeResponse(res.status, res.statusText, responseFlatHeaders(res), takeBody(res));
+    if (res[ctBodyKey] !== undefined) { out[ctBodyKey] = res[ctBodyKey]; if (res[bodyEndPromise]) out[bodyEndPromise] = res[bodyEndPromise]; }
+    return markFetched(out, url, false);
+  };
   B.hostStream = hostStream;
 
   // ---- the Worker: module and dispatch ----------------------------------------------------------------------------
@@ -640,7 +742,7 @@
     if (!(res instanceof Response)) throw new TypeError(`the fetch handler returned ${res === undefined ? "undefined" : B.inspect(res, 1, new Set())}, not a Response`);
     const b = res[bodyKey];
     const src = b.used ? null : b.source;
-    const headers = flatHeaders(res.headers);
+    const headers = responseFlatHeaders(res);
     if (res.webSocket) return host("respond", id, 101, res.statusText, headers, null, final, B.wsTransfer(res.webSocket, B.tag));
     if (src === null) return host("respond", id, res.status, res.statusText, headers, null, final);
     if (typeof src === "string") return host("respond", id, res.status, res.statusText, headers, src, final);
@@ -702,8 +804,11 @@
     Promise.all(state.waits).finally(() => end(id));
   }
 
-  g.__berth_dispatch = (id, tag, entrypoint, method, url, headers, bodyHandle, canonical) => {
+  // props is the entrypoint's ctx.props as JSON, "" for none.
+  g.__berth_dispatch = (id, tag, entrypoint, method, url, headers, bodyHandle, canonical, props) => {
+    B.entered(tag); // Go charges CPU time to the request already
     handleFetch(id, tag, method, url, headers, bodyHandle, canonical, (req, ctx) => {
+      if (props) ctx.props = Object.freeze(JSON.parse(props));
       const h = entrypoint ? mod[entrypoint] : mod.default;
       if (typeof h === "function") {
         const instance = new h(ctx, env);

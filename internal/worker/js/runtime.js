@@ -31,6 +31,8 @@
   }
   function hostAsyncId(op, ...args) {
     const id = nextOp++;
+    // A stopped request's code gets no more I/O: it stays suspended.
+    if (stopped.has(currentTag)) return { id, promise: new Promise(() => {}) };
     const promise = new Promise((resolve, reject) => {
       ops.set(id, { resolve, reject, tag: currentTag });
       try { host(op, id, ...args); } catch (e) { ops.delete(id); reject(e); }
@@ -41,7 +43,7 @@
     const p = ops.get(id);
     if (!p) return; // aborted meanwhile
     ops.delete(id);
-    currentTag = p.tag;
+    setTag(p.tag);
     if (ok) p.resolve(values); else p.reject(new TypeError(values[0]));
   };
   const cancelOp = (id) => ops.delete(id);
@@ -70,7 +72,27 @@
   // body reads, logs under that request, even with many requests
   // interleaved. The limit: a reaction to a promise that another request's
   // task settles (a shared, cached promise) runs under that other request.
-  let currentTag = "";
+  // Go charges CPU time to the current request, so setTag tells it of every
+  // change ("tag"); Go sets the tag it dispatches a request under itself.
+  let currentTag = "", reportedTag = "";
+  function setTag(t) {
+    currentTag = t;
+    if (t !== reportedTag) { reportedTag = t; rawHost("tag", t); }
+  }
+  // __berth_cancel(tag, reason) drops the work of a request Go stopped at a
+  // limit: its timers are cleared and its pending operations fail now (Go
+  // aborts its fetches and ignores their late results), so that nothing
+  // waits on them for ever; the I/O and timers its code starts from now on
+  // never happen.
+  const stopped = new Set();
+  g.__berth_cancel = (tag, reason) => {
+    stopped.add(tag);
+    if (stopped.size > 256) stopped.delete(stopped.values().next().value);
+    setTag(tag); // the rejection handlers run as the stopped request
+    const err = new Error(reason);
+    for (const [id, p] of ops) if (p.tag === tag) { ops.delete(id); rawHost("abortFetch", id); p.reject(err); }
+    for (const [id, t] of timers) if (t.tag === tag) clearTimer(id);
+  };
   function inspect(v, depth, seen) {
     if (typeof v === "string") return depth === 0 ? v : JSON.stringify(v);
     if (typeof v === "function") return "[Function: " + (v.name || "anonymous") + "]";
@@ -134,6 +156,7 @@
   function setTimeout(fn, ms, ...args) {
     if (typeof fn !== "function") throw new TypeError("setTimeout: callback is not a function");
     const id = nextTimer++;
+    if (stopped.has(currentTag)) return id;
     timers.set(id, { fn, args, repeat: 0, tag: currentTag });
     host("timer", id, toDelay(ms));
     return id;
@@ -142,6 +165,7 @@
     if (typeof fn !== "function") throw new TypeError("setInterval: callback is not a function");
     const id = nextTimer++;
     const delay = Math.max(1, toDelay(ms));
+    if (stopped.has(currentTag)) return id;
     timers.set(id, { fn, args, repeat: delay, tag: currentTag });
     host("timer", id, delay);
     return id;
@@ -150,8 +174,8 @@
   g.__berth_timer = (id) => {
     const t = timers.get(id);
     if (!t) return;
+    setTag(t.tag);
     if (t.repeat) host("timer", id, t.repeat); else timers.delete(id);
-    currentTag = t.tag;
     t.fn(...t.args);
   };
   define("setTimeout", setTimeout);
@@ -394,5 +418,7 @@
   define("AbortController", AbortController);
 
   g.__berth = { host, hostAsync, hostAsyncId, cancelOp, toU8, toHostBuffer, isBufferSource, utf8, decodeASCII, concatBytes, inspect, format, log, signalAbort,
-    get tag() { return currentTag; }, set tag(t) { currentTag = t; } };
+    get tag() { return currentTag; }, set tag(t) { setTag(t); },
+    // entered is the tag Go dispatched under: Go already charges it.
+    entered(t) { currentTag = reportedTag = t; } };
 })(globalThis);
