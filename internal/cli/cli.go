@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -23,6 +24,14 @@ var Version = "dev"
 func Main(args []string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if path := os.Getenv("BERTH_CPUPROFILE"); path != "" {
+		end, err := startCPUProfile(path)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "berth: BERTH_CPUPROFILE: %v\n", err)
+			return 1
+		}
+		defer end()
+	}
 	root := newRoot(os.Stdout, os.Stderr)
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)
@@ -35,6 +44,23 @@ func Main(args []string) int {
 		return 2
 	}
 	return 1
+}
+
+// startCPUProfile writes a pprof CPU profile of the whole run to path, for
+// developers measuring berth (BERTH_CPUPROFILE=file berth dev …).
+func startCPUProfile(path string) (end func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
 }
 
 type usageError struct{ error }

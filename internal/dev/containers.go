@@ -21,6 +21,12 @@ import (
 // previous berth dev left running for objects that still exist. It does
 // nothing when the config has no containers or dev.enable_containers is
 // false.
+// containerBootWait is ManagerConfig.BootWait for berth dev: long enough
+// for a typical app (a Go binary binds in milliseconds, Node in about a
+// second) and short enough that a port the app never opens is reported
+// soon.
+const containerBootWait = 2 * time.Second
+
 func (s *Server) openContainers(ctx context.Context) error {
 	if len(s.cfg.Containers) == 0 || s.containersDisabled() {
 		return nil
@@ -30,7 +36,7 @@ func (s *Server) openContainers(ctx context.Context) error {
 	}
 	rt := s.opts.ContainerRuntime
 	if rt == nil {
-		d, err := docker.New(docker.Options{Logger: s.log})
+		d, err := docker.New(docker.Options{Logger: s.log, EgressCADir: s.egressCADir()})
 		if err != nil {
 			return fmt.Errorf("containers: connect to docker: %w", err)
 		}
@@ -87,6 +93,9 @@ func (s *Server) openContainers(ctx context.Context) error {
 		Logger:  s.log,
 		Classes: classes,
 		Labels:  s.opts.ContainerLabels,
+		// Cold starts: the first probe of a new container's port waits for
+		// the app to bind it instead of failing into a 300 ms poll.
+		BootWait: containerBootWait,
 	})
 	if err != nil {
 		return fmt.Errorf("containers: %w", err)
@@ -127,6 +136,16 @@ func (s *Server) closeContainers() {
 		}
 		s.closeRuntime = nil
 	}
+}
+
+// egressCADir holds the CA that signs the HTTPS containers send out when
+// it is intercepted: one per state directory (.berth/egress-ca by default),
+// so that containers keep trusting it across runs.
+func (s *Server) egressCADir() string {
+	if s.opts.StateDir != "" {
+		return filepath.Join(s.opts.StateDir, "egress-ca")
+	}
+	return filepath.Join(s.cfg.Dir, ".berth", "egress-ca")
 }
 
 func (s *Server) containersDisabled() bool {

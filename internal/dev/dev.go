@@ -92,7 +92,18 @@ type Server struct {
 	containers       *container.Manager
 	containerClasses []string
 	closeRuntime     func() error
+
+	// goingAway ends when the server shuts down; the WebSocket requests'
+	// contexts end with it, which closes their sockets with 1001. sockets
+	// holds one channel per WebSocket request, closed when it ends.
+	goingAway context.Context
+	socketMu  sync.Mutex
+	sockets   map[chan struct{}]struct{}
 }
+
+// socketCloseWait bounds how long shutdown waits for the WebSockets it
+// closed to finish their close handshakes.
+const socketCloseWait = time.Second
 
 // Run serves the project until ctx ends.
 func Run(ctx context.Context, opts Options) error {
@@ -169,6 +180,12 @@ func (s *Server) run(ctx context.Context) error {
 		ReadHeaderTimeout: 30 * time.Second,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
+	// Shutdown neither closes nor waits for hijacked connections: the
+	// WebSockets are told to go away when it starts.
+	goingAway, leave := context.WithCancel(context.Background())
+	defer leave()
+	s.goingAway = goingAway
+	srv.RegisterOnShutdown(leave)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 
@@ -198,13 +215,58 @@ func (s *Server) run(ctx context.Context) error {
 	if err := srv.Shutdown(shutdown); err != nil {
 		s.log.Warn("shutdown: requests still in flight were cut", "err", err)
 	}
+	s.waitSockets(socketCloseWait)
 	return nil
 }
 
 func (s *Server) serve(rw http.ResponseWriter, r *http.Request) {
 	v := s.acquire()
 	defer v.release()
+	if strings.Contains(strings.ToLower(r.Header.Get("Upgrade")), "websocket") {
+		// The request's context is what tells the Worker to close the
+		// socket with 1001 (going away) when berth dev stops.
+		defer s.trackSocket()()
+		ctx, cancel := context.WithCancel(r.Context())
+		defer cancel()
+		defer context.AfterFunc(s.goingAway, cancel)()
+		r = r.WithContext(ctx)
+	}
 	v.worker.ServeHTTP(rw, r)
+}
+
+// trackSocket counts a WebSocket request as served until done is called.
+func (s *Server) trackSocket() (done func()) {
+	ch := make(chan struct{})
+	s.socketMu.Lock()
+	if s.sockets == nil {
+		s.sockets = map[chan struct{}]struct{}{}
+	}
+	s.sockets[ch] = struct{}{}
+	s.socketMu.Unlock()
+	return func() {
+		s.socketMu.Lock()
+		delete(s.sockets, ch)
+		s.socketMu.Unlock()
+		close(ch)
+	}
+}
+
+// waitSockets waits up to d for the WebSocket requests being served to end;
+// a client that does not answer the close handshake is not waited for.
+func (s *Server) waitSockets(d time.Duration) {
+	s.socketMu.Lock()
+	open := slices.Collect(maps.Keys(s.sockets))
+	s.socketMu.Unlock()
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	for _, done := range open {
+		select {
+		case <-done:
+		case <-timer.C:
+			s.log.Warn("shutdown: WebSockets still closing were cut", "after", d)
+			return
+		}
+	}
 }
 
 // acquire returns the current version, counted as in use until release.

@@ -1,12 +1,14 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -28,11 +30,15 @@ import (
 //     response, through Worker → Durable Object → a container started for
 //     it; against create + start of the image with its port published on
 //     127.0.0.1 (what `docker run -d -p 127.0.0.1::8080` does) until the
-//     first 200 from that port, polled every 5 ms;
+//     first 200 from that port, polled every 5 ms, once with the CPU and
+//     memory limits berth gave its container (the same container) and once
+//     without limits;
 //   - warm: a closed-loop load of GET /instance/warm through berth against
 //     the same load on the published port of two direct containers, one
-//     with the CPU and memory limits berth gave its container (instance
-//     type lite) and one without limits, at 2 and 8 connections.
+//     with berth's limits and one without, at 2 and 8 connections.
+//
+// Both run for the example's instance type (lite) and for standard-3,
+// which no CPU quota holds back here.
 //
 // The direct baseline goes through the engine's published port (with
 // Debian's docker.io that is the userland docker-proxy); berth reaches its
@@ -43,7 +49,25 @@ func TestBenchExample(t *testing.T) {
 	if os.Getenv("BERTH_BENCH") != "1" {
 		t.Skip("set BERTH_BENCH=1 to run the example benchmark")
 	}
+	// lite (1/16 vCPU) is what the example asks for; standard-3 (2 vCPU)
+	// is not held back by a CPU quota on this machine, so it shows what
+	// berth itself costs.
+	for _, instanceType := range []string{"lite", "standard-3"} {
+		t.Run(instanceType, func(t *testing.T) { benchExample(t, instanceType) })
+	}
+}
+
+func benchExample(t *testing.T, instanceType string) {
 	app := copyExample(t, "stateless")
+	config := filepath.Join(app.dir, "wrangler.jsonc")
+	data, err := os.ReadFile(config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data = bytes.Replace(data, []byte(`"instance_type": "lite"`), []byte(`"instance_type": "`+instanceType+`"`), 1)
+	if err := os.WriteFile(config, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	p := app.start(t)
 	ctx := context.Background()
 
@@ -52,30 +76,30 @@ func TestBenchExample(t *testing.T) {
 		t.Fatalf("warm-up = %d %q", status, body)
 	}
 	image := app.imageRef(t)
-	t.Logf("image %s; docker-proxy in use: %v", image, dockerProxyRuns())
-
-	const rounds = 7 // max_instances is 10: warm + 7 cold names fit
-	var viaBerth, viaDocker []time.Duration
-	for i := range rounds {
-		if i%2 == 0 {
-			viaBerth = append(viaBerth, coldBerth(t, p.url, fmt.Sprintf("cold-%d", i)))
-			viaDocker = append(viaDocker, coldDocker(t, app, image))
-		} else {
-			viaDocker = append(viaDocker, coldDocker(t, app, image))
-			viaBerth = append(viaBerth, coldBerth(t, p.url, fmt.Sprintf("cold-%d", i)))
-		}
-	}
-	b, d := median(viaBerth), median(viaDocker)
-	t.Logf("cold start, median of %d: berth dev %s (all %v), docker run %s (all %v), ratio %.2f (target <= 1.10)",
-		rounds, ms(b), msList(viaBerth), ms(d), msList(viaDocker), float64(b)/float64(d))
-
-	// The direct containers for the warm comparison: one with the CPU and
-	// memory limits berth gave its own container of the example (instance
-	// type lite: 1/16 vCPU, 256 MiB), which makes it the same container;
-	// one without limits, which shows the container's own ceiling.
+	t.Logf("instance type %s, image %s; docker-proxy in use: %v", instanceType, image, dockerProxyRuns())
+	// The limits berth gave its container of the example make a direct
+	// container the same container; one without limits shows the image's
+	// own ceiling.
 	limited := berthResources(t, app)
 	t.Logf("berth's container limits: cpu period %d µs, quota %d µs, nano cpus %d, memory %d bytes",
 		limited.CPUPeriod, limited.CPUQuota, limited.NanoCPUs, limited.Memory)
+
+	const rounds = 7 // max_instances is 10: warm + 7 cold names fit
+	var viaBerth, viaLimited, viaPlain []time.Duration
+	for i := range rounds {
+		steps := []func(){
+			func() { viaBerth = append(viaBerth, coldBerth(t, p.url, fmt.Sprintf("cold-%d", i))) },
+			func() { viaLimited = append(viaLimited, coldDocker(t, app, image, &limited)) },
+			func() { viaPlain = append(viaPlain, coldDocker(t, app, image, nil)) },
+		}
+		for j := range steps { // each goes first in turn
+			steps[(i+j)%len(steps)]()
+		}
+	}
+	b, dl, dp := median(viaBerth), median(viaLimited), median(viaPlain)
+	t.Logf("cold start, median of %d: berth dev %s (all %v); docker run with berth's limits %s (all %v), ratio %.2f (target <= 1.10); docker run without limits %s (all %v), ratio %.2f",
+		rounds, ms(b), msList(viaBerth), ms(dl), msList(viaLimited), float64(b)/float64(dl), ms(dp), msList(viaPlain), float64(b)/float64(dp))
+
 	directs := []struct {
 		name   string
 		limits *dcontainer.Resources
@@ -123,12 +147,12 @@ func coldBerth(t *testing.T, base, name string) time.Duration {
 	return d
 }
 
-// coldDocker times create + start of image until the first 200 on its
-// published port, then removes the container.
-func coldDocker(t *testing.T, app *exampleApp, image string) time.Duration {
+// coldDocker times create + start of image (with limits, when set) until
+// the first 200 on its published port, then removes the container.
+func coldDocker(t *testing.T, app *exampleApp, image string, limits *dcontainer.Resources) time.Duration {
 	t.Helper()
 	start := time.Now()
-	id, port := runDirect(t, app, image, nil)
+	id, port := runDirect(t, app, image, limits)
 	defer removeDirect(app, id)
 	if err := waitOK(fmt.Sprintf("http://127.0.0.1:%s/", port), time.Minute); err != nil {
 		t.Fatal(err)

@@ -18,6 +18,32 @@ export function define({ Container, getContainer, getRandom, switchPort }) {
     async onError(err) { await count(this.ctx, "errors", (ev) => ev.errorTexts.push(String(err && err.message || err))); }
     async events() { return events(this.ctx); }
     async running() { return this.ctx.container.running; }
+    // execCheck runs two ctx.container.exec() processes: testapp pid (its
+    // pid as reported and as printed) and testapp tty on a PTY, resized.
+    async execCheck() {
+      await this.startAndWaitForPorts();
+      const c = this.ctx.container, dec = new TextDecoder();
+      const readUntil = async (r, seen, want) => {
+        while (!seen.text.includes(want)) {
+          const { done, value } = await r.read();
+          if (done) throw new Error("output ended before " + want + ": " + seen.text);
+          seen.text += dec.decode(value, { stream: true });
+        }
+      };
+      const p = await c.exec(["/testapp", "pid"], { stdin: "pipe" });
+      const printed = { text: "" };
+      await readUntil(p.stdout.getReader(), printed, "\n");
+      await p.stdin.getWriter().close();
+      const tty = await c.exec(["/testapp", "tty"], { pty: { cols: 80, rows: 24 } });
+      const r = tty.stdout.getReader(), seen = { text: "" };
+      await readUntil(r, seen, "cols=80 rows=24");
+      tty.resize(132, 43);
+      await readUntil(r, seen, "cols=132 rows=43");
+      const w = tty.stdin.getWriter();
+      await w.write(new TextEncoder().encode("done\n"));
+      await w.close();
+      return { pid: p.pid, printed: printed.text.trim(), code: await p.exitCode, ttyPid: tty.pid, ttyCode: await tty.exitCode };
+    }
   }
 
   // Broken's process exits at once (CMD "exit 5" for testapp).
@@ -42,6 +68,7 @@ export function define({ Container, getContainer, getRandom, switchPort }) {
         case "broken": return forward(getContainer(env.BROKEN, name));
         case "events": return Response.json(await getContainer(kind === "events" && url.searchParams.get("class") === "Broken" ? env.BROKEN : env.ECHO, name).events());
         case "running": return Response.json(await getContainer(env.ECHO, name).running());
+        case "exec": return Response.json(await getContainer(env.ECHO, name).execCheck());
       }
       return new Response("not found", { status: 404 });
     },
