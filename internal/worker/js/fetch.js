@@ -434,7 +434,7 @@
   class Response extends Body {
     // As for Request: the headers of a response the runtime made stay in
     // wire form (#flat) until a script asks for them.
-    #status; #statusText; #headers = null; #flat = ""; #webSocket = null; #url = ""; #redirected = false; #type = "default";
+    #status; #statusText; #headers = null; #flat = ""; #flatGuard = "immutable"; #webSocket = null; #url = ""; #redirected = false; #type = "default";
     constructor(body = null, init = undefined) {
       if (body === internalResponse) {
         super(init.source);
@@ -461,15 +461,21 @@
       super(b.source);
       this.#status = status;
       this.#statusText = statusText;
-      this.#headers = new Headers(headersInit);
       const type = json ? "application/json" : b.type;
-      if (type && (headersInit === undefined || !this.#headers.has("content-type"))) addTrusted(this.#headers, "content-type", type);
+      if (headersInit === undefined) {
+        // No headers given: the content type alone, in wire form.
+        this.#flat = type ? "content-type\n" + type + "\n" : "";
+        this.#flatGuard = "none";
+      } else {
+        this.#headers = new Headers(headersInit);
+        if (type && !this.#headers.has("content-type")) addTrusted(this.#headers, "content-type", type);
+      }
       this.#webSocket = ws;
     }
     get status() { return this.#status; }
     get statusText() { return this.#statusText; }
     get ok() { return this.#status >= 200 && this.#status < 300; }
-    get headers() { return this.#headers ??= headersFromFlat(this.#flat, "immutable"); }
+    get headers() { return this.#headers ??= headersFromFlat(this.#flat, this.#flatGuard); }
     get webSocket() { return this.#webSocket; }
     get url() { return this.#url; }
     get redirected() { return this.#redirected; }
@@ -492,7 +498,7 @@
       const href = new URL(String(url)).href;
       return new Response(null, { status, headers: { location: href } });
     }
-    static error() { const r = new Response(null, { status: 200 }); r.#status = 0; r.#type = "error"; setGuard(r.#headers, "immutable"); return r; }
+    static error() { const r = new Response(null, { status: 200 }); r.#status = 0; r.#type = "error"; setGuard(r.headers, "immutable"); return r; }
     static _flat(r) { return r.#headers === null ? r.#flat : flatHeaders(r.#headers); }
     static _fetched(r, url, redirected) { r.#url = url; r.#redirected = redirected; r.#type = "basic"; return r; }
     get [Symbol.toStringTag]() { return "Response"; }
