@@ -563,9 +563,8 @@
         const noBody = nullBodyStatus.includes(status) || req.method === "HEAD";
         if (noBody && handle) host("closeBody", handle);
         const r = makeResponse(status, statusText, headers, noBody || !handle ? null : { hostBody: handle });
-        // A container's response tells when its body has ended, wherever
-        // it went: the Container class counts a request in flight until then
-        // without piping the body through JavaScript.
+        // A container's response can tell when its body has ended, wherever
+        // it went (bodyEndKey), without piping the body through JavaScript.
         if (!noBody && handle && target.startsWith("@ct\n")) r[ctBodyKey] = handle;
         resolve(markFetched(r, finalURL, redirected));
       }, (e) => { if (signal) signal.removeEventListener("abort", onAbort); reject(e); });
