@@ -23,9 +23,15 @@ require (
 
 require golang.org/x/time v0.16.0
 
-require mvdan.cc/sh/v3 v3.14.1
+require (
+	github.com/vishvananda/netlink v1.3.1
+	mvdan.cc/sh/v3 v3.14.1
+)
 
-require golang.org/x/term v0.45.0 // indirect
+require (
+	github.com/vishvananda/netns v0.0.5 // indirect
+	golang.org/x/term v0.45.0 // indirect
+)
 
 require (
 	github.com/Microsoft/go-winio v0.6.2 // indirect
