@@ -25,12 +25,13 @@ require golang.org/x/time v0.16.0
 
 require (
 	github.com/vishvananda/netlink v1.3.1
+	golang.org/x/net v0.62.0
 	mvdan.cc/sh/v3 v3.14.1
 )
 
 require (
 	github.com/vishvananda/netns v0.0.5 // indirect
-	golang.org/x/term v0.45.0 // indirect
+	golang.org/x/term v0.47.0 // indirect
 )
 
 require (

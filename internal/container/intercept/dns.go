@@ -1,10 +1,11 @@
 package intercept
 
 import (
-	"encoding/binary"
 	"errors"
 	"net"
 	"net/netip"
+
+	"golang.org/x/net/dns/dnsmessage"
 )
 
 // FakeIP is what DNS answers for every name in a container whose traffic is
@@ -34,66 +35,41 @@ func ServeDNS(pc net.PacketConn, a netip.Addr) error {
 	}
 }
 
-const (
-	dnsTypeA   = 1
-	dnsClassIN = 1
-	dnsTTL     = 5
-)
+// dnsTTL is short: the answer only routes the connection to berth.
+const dnsTTL = 5
 
-// dnsAnswer builds the answer to query (RFC 1035 §4.1).
+// dnsAnswer builds the answer to query with golang.org/x/net/dns/dnsmessage;
+// false for a packet to drop (malformed, a response, not one question).
 func dnsAnswer(query []byte, a netip.Addr) ([]byte, bool) {
-	if len(query) < 12 {
+	var p dnsmessage.Parser
+	h, err := p.Start(query)
+	if err != nil || h.Response {
 		return nil, false
 	}
-	flags := binary.BigEndian.Uint16(query[2:])
-	if flags&0x8000 != 0 || binary.BigEndian.Uint16(query[4:]) != 1 {
-		return nil, false // a response, or not exactly one question
+	qs, err := p.AllQuestions()
+	if err != nil || len(qs) != 1 {
+		return nil, false
 	}
-	// The question: labels up to the root, then type and class.
-	i := 12
-	for {
-		if i >= len(query) {
+	q := qs[0]
+	resp := dnsmessage.Header{ID: h.ID, Response: true, OpCode: h.OpCode, Authoritative: true,
+		RecursionDesired: h.RecursionDesired, RecursionAvailable: true}
+	if h.OpCode != 0 {
+		resp.RCode = dnsmessage.RCodeNotImplemented
+	}
+	b := dnsmessage.NewBuilder(make([]byte, 0, 512), resp)
+	b.EnableCompression()
+	if b.StartQuestions() != nil || b.Question(q) != nil {
+		return nil, false
+	}
+	if h.OpCode == 0 && q.Type == dnsmessage.TypeA && q.Class == dnsmessage.ClassINET && a.Is4() {
+		if b.StartAnswers() != nil {
 			return nil, false
 		}
-		l := int(query[i])
-		if l == 0 {
-			i++
-			break
+		rh := dnsmessage.ResourceHeader{Name: q.Name, Type: dnsmessage.TypeA, Class: dnsmessage.ClassINET, TTL: dnsTTL}
+		if b.AResource(rh, dnsmessage.AResource{A: a.As4()}) != nil {
+			return nil, false
 		}
-		if l&0xc0 != 0 {
-			return nil, false // compression has no place in a question
-		}
-		i += 1 + l
 	}
-	if i+4 > len(query) {
-		return nil, false
-	}
-	qtype, qclass := binary.BigEndian.Uint16(query[i:]), binary.BigEndian.Uint16(query[i+2:])
-	question := query[12 : i+4]
-
-	opcode := flags >> 11 & 0xf
-	rcode := uint16(0)
-	answer := opcode == 0 && qtype == dnsTypeA && qclass == dnsClassIN && a.Is4()
-	if opcode != 0 {
-		rcode = 4 // NOTIMP
-	}
-	resp := make([]byte, 12, 12+len(question)+16)
-	copy(resp, query[:2]) // id
-	// QR, the opcode, AA, RD as asked, RA.
-	binary.BigEndian.PutUint16(resp[2:], 0x8000|opcode<<11|0x0400|flags&0x0100|0x0080|rcode)
-	binary.BigEndian.PutUint16(resp[4:], 1)
-	if answer {
-		binary.BigEndian.PutUint16(resp[6:], 1)
-	}
-	resp = append(resp, question...)
-	if answer {
-		ip := a.As4()
-		resp = append(resp, 0xc0, 12) // the name: a pointer to the question's
-		resp = binary.BigEndian.AppendUint16(resp, dnsTypeA)
-		resp = binary.BigEndian.AppendUint16(resp, dnsClassIN)
-		resp = binary.BigEndian.AppendUint32(resp, dnsTTL)
-		resp = binary.BigEndian.AppendUint16(resp, 4)
-		resp = append(resp, ip[:]...)
-	}
-	return resp, true
+	out, err := b.Finish()
+	return out, err == nil
 }
