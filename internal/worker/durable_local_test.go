@@ -52,7 +52,7 @@ export default {
       case "/throw": {
         const errs = [];
         for (let i = 0; i < 2; i++) {
-          try { await stub.fetch("http://obj.example/throw"); errs.push("no error"); } catch (e) { errs.push(e.name + ": " + e.message); }
+          try { await stub.fetch("http://obj.example/throw"); errs.push("no error"); } catch (e) { errs.push(e.constructor.name + " " + e.name + ": " + e.message + " remote=" + e.remote); }
         }
         return Response.json(errs);
       }
@@ -111,7 +111,9 @@ func TestStubFetchSameRuntime(t *testing.T) {
 	noScriptErrors(t, w.logs)
 	rec = do(t, w, "GET", "http://x/throw", nil)
 	var errs []string
-	if err := json.Unmarshal(rec.Body.Bytes(), &errs); err != nil || len(errs) != 2 || errs[0] != errs[1] || !strings.Contains(errs[1], "RangeError: boom") {
+	// Through Go (the first call activates the object) and in the same
+	// runtime alike, the caller gets the object's exception, marked remote.
+	if err := json.Unmarshal(rec.Body.Bytes(), &errs); err != nil || len(errs) != 2 || errs[0] != errs[1] || errs[1] != "RangeError RangeError: boom remote=true" {
 		t.Errorf("exceptions through Go and in the same runtime = %s", rec.Body)
 	}
 
@@ -151,5 +153,34 @@ export default { async fetch(req, env) { return new Response(await env.Q.getByNa
 	rec := do(t, w, "GET", "http://x/", nil)
 	if want := `[{"a":null,"b":null,"ta":"null"}]`; rec.Body.String() != want {
 		t.Errorf("got %d %s, want %s", rec.Code, rec.Body, want)
+	}
+}
+
+// An exception of a type of the script's own, or a thrown non-Error, reaches
+// the caller of stub.fetch as an Error with the text the object threw.
+func TestStubFetchRemoteErrorKinds(t *testing.T) {
+	w := newObjectWorker(t, `
+import { DurableObject } from "cloudflare:workers";
+class MyError extends Error { name = "MyError"; }
+export class T extends DurableObject {
+  fetch(req) {
+    if (req.url.endsWith("/custom")) throw new MyError("mine");
+    throw "a string";
+  }
+}
+export default {
+  async fetch(req, env) {
+    const stub = env.T.getByName("t");
+    const out = [];
+    for (const path of ["/custom", "/string", "/custom"]) {
+      try { await stub.fetch("http://t" + path); } catch (e) { out.push(e.constructor.name + "|" + e.message + "|" + e.remote); }
+    }
+    return new Response(out.join("\n"));
+  },
+};`, map[string]string{"T": "T"}, objectOptions{runtimes: 1})
+	rec := do(t, w, "GET", "http://x/", nil)
+	want := "Error|MyError: mine|true\nError|a string|true\nError|MyError: mine|true"
+	if rec.Body.String() != want {
+		t.Errorf("got\n%s\nwant\n%s", rec.Body, want)
 	}
 }

@@ -955,6 +955,12 @@ func (rt *runtime) fetch(a []any) {
 			}
 			if err != nil {
 				cancel()
+				var se *scriptError
+				if target != "" && !strings.HasPrefix(target, containerTargetPrefix) && errors.As(err, &se) {
+					// The object's fetch handler threw: the caller gets its
+					// exception, as workerd propagates it.
+					err = errors.New(remoteErrorMark + se.text)
+				}
 				rt.settle(op, err)
 				return
 			}
@@ -974,6 +980,11 @@ func (rt *runtime) fetch(a []any) {
 		})
 	}()
 }
+
+// remoteErrorMark starts the text of a settled fetch error that is an
+// exception a Durable Object's fetch handler threw ("Name: message"),
+// which fetch.js rethrows as such (remoteError).
+const remoteErrorMark = "\x00remote\x00"
 
 // cancelOnClose releases the fetch's context with its body.
 type cancelOnClose struct {

@@ -886,7 +886,7 @@
           host("doLocalEnd", hold);
           B.log("error")("uncaught exception in fetch handler", e);
           B.tag = caller;
-          reject(new TypeError(`fetch ${url}: ${errText(e)}`));
+          reject(B.remoteError(errText(e)));
         });
       });
     });

@@ -567,7 +567,10 @@
         // it went (bodyEndKey), without piping the body through JavaScript.
         if (!noBody && handle && target.startsWith("@ct\n")) r[ctBodyKey] = handle;
         resolve(markFetched(r, finalURL, redirected));
-      }, (e) => { if (signal) signal.removeEventListener("abort", onAbort); reject(e); });
+      }, (e) => {
+        if (signal) signal.removeEventListener("abort", onAbort);
+        reject(e instanceof TypeError && e.message.startsWith(remoteErrorMark) ? B.remoteError(e.message.slice(remoteErrorMark.length)) : e);
+      });
     });
   }
 
@@ -676,6 +679,20 @@
   for (const [k, v] of Object.entries({ Headers, Request, Response, Blob, File, FormData, fetch, crypto, CryptoKey, structuredClone }))
     define(k, v);
   B.fetchTo = fetchTo;
+
+  // remoteError is the exception a Durable Object's fetch handler threw,
+  // as its caller's stub.fetch() throws it: workerd tunnels it with its
+  // type and message (not its other properties) and marks it remote.
+  // text is "Name: message" as errText gives it.
+  const remoteErrorMark = "\x00remote\x00";
+  const errorTypes = { Error, TypeError, RangeError, SyntaxError, ReferenceError, EvalError, URIError };
+  B.remoteError = (text) => {
+    const m = /^(\w+): ([^]*)$/.exec(text);
+    const known = m !== null && Object.hasOwn(errorTypes, m[1]);
+    const e = known ? new errorTypes[m[1]](m[2]) : new Error(text);
+    e.remote = true;
+    return e;
+  };
 
   // For stub.fetch to an object in this runtime (durable.js localFetch):
   // the object's copy of the request and the caller's copy of the
