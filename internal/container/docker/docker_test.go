@@ -73,8 +73,8 @@ func TestHardening(t *testing.T) {
 			if hc.PidMode.IsHost() || hc.IpcMode.IsHost() || hc.UTSMode.IsHost() || hc.UsernsMode.IsHost() || hc.NetworkMode.IsHost() {
 				t.Errorf("a host namespace is shared: pid=%q ipc=%q uts=%q userns=%q net=%q", hc.PidMode, hc.IpcMode, hc.UTSMode, hc.UsernsMode, hc.NetworkMode)
 			}
-			if hc.Memory != 64<<20 || hc.MemorySwap != 64<<20 || hc.NanoCPUs != 5e8 || hc.PidsLimit == nil || *hc.PidsLimit != 100 {
-				t.Errorf("limits: memory %d swap %d cpus %d pids %v", hc.Memory, hc.MemorySwap, hc.NanoCPUs, hc.PidsLimit)
+			if hc.Memory != 64<<20 || hc.MemorySwap != 64<<20 || hc.CPUPeriod != 10_000 || hc.CPUQuota != 5_000 || hc.PidsLimit == nil || *hc.PidsLimit != 100 {
+				t.Errorf("limits: memory %d swap %d cpu quota %d per %d µs, pids %v", hc.Memory, hc.MemorySwap, hc.CPUQuota, hc.CPUPeriod, hc.PidsLimit)
 			}
 			if hc.PublishAllPorts || len(hc.PortBindings) > 0 {
 				t.Errorf("ports published: all=%v bindings=%v", hc.PublishAllPorts, hc.PortBindings)

@@ -57,7 +57,9 @@ func (r *Runtime) hostConfig(spec container.Spec, withDiskQuota bool) *dcontaine
 		hc.NetworkMode = dcontainer.NetworkMode(r.inetName)
 	}
 	lim := spec.Limits
-	hc.NanoCPUs = lim.NanoCPUs
+	if lim.NanoCPUs > 0 {
+		hc.CPUPeriod, hc.CPUQuota = cfsQuota(lim.NanoCPUs)
+	}
 	if lim.MemoryBytes > 0 {
 		hc.Memory = lim.MemoryBytes
 		hc.MemorySwap = lim.MemoryBytes // equal to Memory: no swap
@@ -538,4 +540,26 @@ func (r *Runtime) openNetns(ctx context.Context, id string) (*netnsHandle, error
 		return nil, fmt.Errorf("open network namespace: %w", err)
 	}
 	return h, nil
+}
+
+// Bounds of a CFS quota and period, in µs, as the kernel (and the engine)
+// take them.
+const (
+	cfsPeriod   = 10_000
+	cfsMinQuota = 1_000
+)
+
+// cfsQuota turns a share of CPUs into a CFS quota over a short period.
+// Docker's --cpus spreads the share over 100 ms periods: a container that
+// spends its quota early waits out the rest of the period, which for a
+// 1/16-vCPU instance type is a stall of up to 94 ms on every burst (the
+// p99 of a lite container under load was ~90 ms). A 10 ms period, or the
+// shortest that still gives the kernel's 1 ms minimum quota, keeps the same
+// share with stalls about a tenth as long.
+func cfsQuota(nanoCPUs int64) (period, quota int64) {
+	period, quota = cfsPeriod, nanoCPUs*cfsPeriod/1e9
+	if quota < cfsMinQuota {
+		period, quota = cfsMinQuota*1e9/nanoCPUs, cfsMinQuota
+	}
+	return period, quota
 }
