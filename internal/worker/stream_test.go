@@ -1,10 +1,13 @@
 package worker
 
 import (
+	"bufio"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"io"
+	"log"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -15,6 +18,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/berth-dev/berth/internal/testutil"
 )
 
 // patternReader yields n bytes of a repeating pattern without holding them.
@@ -175,5 +180,79 @@ export default {
 	defer mu.Unlock()
 	if got != want.String() {
 		t.Errorf("upstream got %q", got)
+	}
+}
+
+// A Worker that answers before the client has sent all of the request body
+// (full duplex) leaves the rest to the runtime, which closes the body when
+// the request ends. net/http allows no use of a body once its handler has
+// returned: the server must not break (it used to panic with "invalid
+// concurrent Body.Read call" when the client sent the rest late), and the
+// connection is then either reused or closed cleanly.
+func TestLateRequestBodyAfterResponse(t *testing.T) {
+	w, _ := newWorker(t, `export default { fetch(req) { return new Response("early", { status: 400 }); } };`, Config{})
+	srv := httptest.NewUnstartedServer(w)
+	var serverLog testutil.SyncBuffer
+	srv.Config.ErrorLog = log.New(&serverLog, "", 0)
+	srv.Start()
+	defer srv.Close()
+	for i := range 20 {
+		conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		br := bufio.NewReader(conn)
+		fmt.Fprintf(conn, "POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\nfirst")
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("round %d: %v", i, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		time.Sleep(5 * time.Millisecond) // the runtime is done with the request by now
+		fmt.Fprintf(conn, "_rest")       // the body's last bytes, late
+		fmt.Fprintf(conn, "GET /y HTTP/1.1\r\nHost: h\r\n\r\n")
+		conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if resp, err := http.ReadResponse(br, nil); err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		conn.Close()
+	}
+	if strings.Contains(serverLog.String(), "panic") {
+		t.Fatalf("the server panicked:\n%s", serverLog.String())
+	}
+}
+
+// A keep-alive connection carries request after request whose bodies the
+// Worker leaves unread (the runtime closes them when the request ends) or
+// reads: none may break the connection (net/http allows no use of a body
+// once its handler has returned).
+func TestUnreadRequestBodiesOnKeepAlive(t *testing.T) {
+	w, _ := newWorker(t, `export default { async fetch(req) {
+  if (new URL(req.url).pathname === "/read") return new Response(await req.text());
+  return new Response("ignored", { status: 400 });
+} };`, Config{})
+	srv := httptest.NewServer(w)
+	defer srv.Close()
+	client := &http.Client{Transport: &http.Transport{MaxConnsPerHost: 1}}
+	defer client.CloseIdleConnections()
+	for i := range 300 {
+		path := "/ignore"
+		if i%3 == 0 {
+			path = "/read"
+		}
+		resp, err := client.Post(srv.URL+path, "text/plain", strings.NewReader(fmt.Sprintf("body %d", i)))
+		if err != nil {
+			t.Fatalf("request %d to %s: %v", i, path, err)
+		}
+		got, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatalf("request %d: read: %v", i, err)
+		}
+		if path == "/read" && string(got) != fmt.Sprintf("body %d", i) {
+			t.Fatalf("request %d: echoed %q", i, got)
+		}
 	}
 }

@@ -378,6 +378,13 @@ func (w *Worker) serve(rw http.ResponseWriter, r *http.Request, entrypoint strin
 		// the upload ends; HTTP/1 needs full duplex for that. Writers that
 		// cannot do it (tests' recorders) just return an error.
 		_ = http.NewResponseController(rw).EnableFullDuplex()
+		if obj == nil {
+			body := &handlerBody{rc: r.Body}
+			defer body.detach(rw)
+			r = r.Clone(r.Context()) // the caller's Request keeps its own Body
+			r.Body = body
+			req.r = r
+		}
 	}
 	var h head
 	for attempt := 0; ; attempt++ {
@@ -559,3 +566,49 @@ type scriptError struct {
 
 func (e *scriptError) Error() string { return e.text }
 func (e *scriptError) Unwrap() error { return ErrScript }
+
+// handlerBody is an incoming request's body as the runtime sees it.
+// net/http lets nothing use a request body once the handler has returned:
+// a Close from the runtime after that (endRequest closes what a script
+// left unread) can read the body to its end and start the server's
+// background read after the server has ended it, and the server's next
+// read of the connection then panics ("invalid concurrent Body.Read
+// call"). detach, run as the handler returns, cuts the runtime off.
+type handlerBody struct {
+	mu   sync.Mutex // held through each Read and Close
+	rc   io.ReadCloser
+	gone bool
+}
+
+// errBodyGone is what the runtime reads from a body whose request is over.
+var errBodyGone = errors.New("the request has ended; its body can no longer be read")
+
+func (b *handlerBody) Read(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.gone {
+		return 0, errBodyGone
+	}
+	return b.rc.Read(p)
+}
+
+func (b *handlerBody) Close() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.gone {
+		return nil
+	}
+	return b.rc.Close()
+}
+
+// detach waits out a Read or Close in progress (a Read blocked on the
+// client is ended by a read deadline in the past: the client has its
+// response) and makes later ones do nothing.
+func (b *handlerBody) detach(rw http.ResponseWriter) {
+	if !b.mu.TryLock() {
+		_ = http.NewResponseController(rw).SetReadDeadline(time.Now())
+		b.mu.Lock()
+	}
+	b.gone = true
+	b.mu.Unlock()
+}
