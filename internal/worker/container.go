@@ -689,27 +689,15 @@ func (w *Worker) objectDialer(target string) func(ctx context.Context, network, 
 
 // serveObject runs r through the fetch handler of the object target names.
 func (w *Worker) serveObject(rw http.ResponseWriter, r *http.Request, target string) error {
-	parts := strings.SplitN(target, "\n", 3)
-	if len(parts) != 3 {
-		return fmt.Errorf("bad durable object target %q", target)
-	}
-	id, err := w.objectID(parts[0], parts[1], parts[2])
+	id, err := w.targetID(target)
 	if err != nil {
 		return err
 	}
-	host, err := w.objectHost()
-	if err != nil {
-		return err
-	}
-	hd, err := host.Get(r.Context(), id)
+	hd, o, err := w.getObject(r.Context(), id)
 	if err != nil {
 		return err
 	}
 	defer hd.Release()
-	o, ok := hd.Object().(*object)
-	if !ok {
-		return fmt.Errorf("durable object %s is not a JavaScript object", id)
-	}
 	if o.ct != nil {
 		defer o.ct.mgr.Hold(o.ct.owner)()
 	}

@@ -389,22 +389,43 @@ func (w *Worker) objectID(cls, hex, name string) (actor.ID, error) {
 	return id, nil
 }
 
+// targetID is the id of the object a stub's fetch target
+// ("class\nid\nname") names.
+func (w *Worker) targetID(target string) (actor.ID, error) {
+	parts := strings.SplitN(target, "\n", 3)
+	if len(parts) != 3 {
+		return actor.ID{}, fmt.Errorf("bad durable object target %q", target)
+	}
+	return w.objectID(parts[0], parts[1], parts[2])
+}
+
+// getObject returns a Handle on the live object id, activating it, and
+// the object; the caller releases the Handle.
+func (w *Worker) getObject(ctx context.Context, id actor.ID) (*actor.Handle, *object, error) {
+	host, err := w.objectHost()
+	if err != nil {
+		return nil, nil, err
+	}
+	hd, err := host.Get(ctx, id)
+	if err != nil {
+		return nil, nil, err
+	}
+	o, ok := hd.Object().(*object)
+	if !ok {
+		hd.Release()
+		return nil, nil, fmt.Errorf("durable object %s is not a JavaScript object", id)
+	}
+	return hd, o, nil
+}
+
 // callObject is the caller's side of an RPC call: it gets the live object
 // (activating it), delivers the call in the object's runtime and waits.
 func (w *Worker) callObject(ctx context.Context, id actor.ID, method string, payload []byte, tag string) callResult {
-	host, err := w.objectHost()
-	if err != nil {
-		return callResult{err: err}
-	}
-	hd, err := host.Get(ctx, id)
+	hd, o, err := w.getObject(ctx, id)
 	if err != nil {
 		return callResult{err: err}
 	}
 	defer hd.Release()
-	o, ok := hd.Object().(*object)
-	if !ok {
-		return callResult{err: fmt.Errorf("durable object %s is not a JavaScript object", id)}
-	}
 	if o.ct != nil {
 		defer o.ct.mgr.Hold(o.ct.owner)() // a request to the object is container activity
 	}
@@ -421,11 +442,7 @@ func (w *Worker) callObject(ctx context.Context, id actor.ID, method string, pay
 // live here (the caller then takes the way through Go, which activates it).
 // The object's label follows, for its objectTag.
 func (rt *runtime) localObject(w *Worker, target string) any {
-	parts := strings.SplitN(target, "\n", 3)
-	if len(parts) != 3 {
-		return nil
-	}
-	id, err := w.objectID(parts[0], parts[1], parts[2])
+	id, err := w.targetID(target)
 	if err != nil {
 		return nil
 	}
@@ -458,26 +475,13 @@ func (rt *runtime) localObject(w *Worker, target string) any {
 // would, streaming the body. The object's Handle is held until the
 // response body has been sent.
 func (w *Worker) roundTripObject(target string, req *http.Request) (*http.Response, error) {
-	parts := strings.SplitN(target, "\n", 3)
-	if len(parts) != 3 {
-		return nil, fmt.Errorf("bad durable object target %q", target)
-	}
-	id, err := w.objectID(parts[0], parts[1], parts[2])
+	id, err := w.targetID(target)
 	if err != nil {
 		return nil, err
 	}
-	host, err := w.objectHost()
+	hd, o, err := w.getObject(req.Context(), id)
 	if err != nil {
 		return nil, err
-	}
-	hd, err := host.Get(req.Context(), id)
-	if err != nil {
-		return nil, err
-	}
-	o, ok := hd.Object().(*object)
-	if !ok {
-		hd.Release()
-		return nil, fmt.Errorf("durable object %s is not a JavaScript object", id)
 	}
 	if req.ContentLength > 0 {
 		req.Header.Set("Content-Length", fmt.Sprint(req.ContentLength))

@@ -61,11 +61,7 @@ func (w *Worker) egressHandler(target string) (http.Handler, error) {
 		}
 		return &egressFetcher{w: w, entrypoint: name, props: props}, nil
 	}
-	parts := strings.SplitN(target, "\n", 3)
-	if len(parts) != 3 {
-		return nil, fmt.Errorf("bad fetcher address %q", target)
-	}
-	if _, err := w.objectID(parts[0], parts[1], parts[2]); err != nil {
+	if _, err := w.targetID(target); err != nil {
 		return nil, err
 	}
 	return &egressFetcher{w: w, object: target}, nil
