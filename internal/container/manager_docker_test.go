@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/berth-dev/berth/internal/clock/clocktest"
 	"github.com/berth-dev/berth/internal/container"
 	"github.com/berth-dev/berth/internal/container/docker"
 	"github.com/berth-dev/berth/internal/testutil"
@@ -29,7 +30,7 @@ type dockerEnv struct {
 	t     *testing.T
 	app   string
 	image string
-	clock *fakeClock
+	clock *clocktest.Manual
 	logs  *syncBuffer
 }
 

@@ -13,123 +13,29 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/berth-dev/berth/internal/clock/clocktest"
 	"github.com/berth-dev/berth/internal/container"
 	"github.com/berth-dev/berth/internal/container/testapp"
 	"github.com/berth-dev/berth/internal/testutil"
 )
 
-// fakeClock is a manual clock. Advance fires the timers it passes, each on
-// its own goroutine as time.AfterFunc does, and returns without waiting for
-// them (a sleep's stop may block on a grace period the test controls);
-// Settle waits for the callbacks started so far. A timer armed for a time
-// already reached fires at once.
-type fakeClock struct {
-	mu      sync.Mutex
-	now     time.Time
-	timers  []*fakeTimer
-	running sync.WaitGroup
-}
-
-type fakeTimer struct {
-	at            time.Time
-	f             func()
-	stopped, done bool
-}
-
-func newFakeClock() *fakeClock {
-	return &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) AfterFunc(d time.Duration, f func()) func() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	t := &fakeTimer{at: c.now.Add(d), f: f}
-	if d <= 0 {
-		t.done = true
-		c.fireLocked(t)
-	} else {
-		c.timers = append(c.timers, t)
-	}
-	return func() bool {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		if t.done || t.stopped {
-			return false
-		}
-		t.stopped = true
-		return true
-	}
-}
-
-func (c *fakeClock) fireLocked(t *fakeTimer) {
-	c.running.Add(1)
-	go func() {
-		defer c.running.Done()
-		t.f()
-	}()
-}
-
-// Advance moves the clock by d, firing due timers in time order.
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	end := c.now.Add(d)
-	sort.SliceStable(c.timers, func(i, j int) bool { return c.timers[i].at.Before(c.timers[j].at) })
-	var keep []*fakeTimer
-	for _, t := range c.timers {
-		switch {
-		case t.stopped:
-		case t.at.After(end):
-			keep = append(keep, t)
-		default:
-			if t.at.After(c.now) {
-				c.now = t.at
-			}
-			t.done = true
-			c.fireLocked(t)
-		}
-	}
-	c.timers = keep
-	c.now = end
-}
-
-// Settle waits until every callback started so far (and any they started)
-// has returned.
-func (c *fakeClock) Settle() { c.running.Wait() }
-
-// pending counts armed timers.
-func (c *fakeClock) pending() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	n := 0
-	for _, t := range c.timers {
-		if !t.stopped {
-			n++
-		}
-	}
-	return n
+// newFakeClock is the manual clock of the Manager tests.
+func newFakeClock() *clocktest.Manual {
+	return clocktest.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 }
 
 // waitArmed waits until at least n timers are armed: a goroutine under test
 // arms one when it is about to wait on the clock.
-func (c *fakeClock) waitArmed(t testing.TB, n int) {
+func waitArmed(t testing.TB, c *clocktest.Manual, n int) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
-	for c.pending() < n {
+	for c.Pending() < n {
 		if time.Now().After(deadline) {
-			t.Fatalf("%d timers armed after 10 s, want %d", c.pending(), n)
+			t.Fatalf("%d timers armed after 10 s, want %d", c.Pending(), n)
 		}
 		time.Sleep(time.Millisecond)
 	}

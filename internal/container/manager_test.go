@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/berth-dev/berth/internal/clock/clocktest"
 	"github.com/berth-dev/berth/internal/container"
 	"github.com/berth-dev/berth/internal/container/fake"
 	"github.com/berth-dev/berth/internal/container/testapp"
@@ -26,7 +27,7 @@ const (
 // fakeEnv is a fake runtime with the Manager test image and a fake clock.
 type fakeEnv struct {
 	t     *testing.T
-	clock *fakeClock
+	clock *clocktest.Manual
 	rt    *fake.Runtime
 	image string
 	logs  *syncBuffer
@@ -130,7 +131,7 @@ func TestManagerDialBootWait(t *testing.T) {
 	if _, err := m.Start(testCtx(t), o, container.StartOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	armed := e.clock.pending()
+	armed := e.clock.Pending()
 
 	dialed := make(chan error, 1)
 	go func() {
@@ -142,7 +143,7 @@ func TestManagerDialBootWait(t *testing.T) {
 	}()
 	var elapsed time.Duration
 	for elapsed < wait {
-		e.clock.waitArmed(t, armed+1)
+		waitArmed(t, e.clock, armed+1)
 		select {
 		case err := <-dialed:
 			t.Fatalf("Dial returned after %s, within the boot wait: %v", elapsed, err)
@@ -173,7 +174,7 @@ func TestManagerDialBootWait(t *testing.T) {
 		_, err := m.Dial(ctx, o2, 9999)
 		dialed <- err
 	}()
-	e.clock.waitArmed(t, armed+1)
+	waitArmed(t, e.clock, armed+1)
 	cancel()
 	select {
 	case err := <-dialed:
@@ -745,7 +746,7 @@ func TestManagerClassInactivityTimeout(t *testing.T) {
 	if !pm.Running(o) {
 		t.Fatal("a container without an inactivity timeout was stopped")
 	}
-	if n := plain.clock.pending(); n != 0 {
+	if n := plain.clock.Pending(); n != 0 {
 		t.Fatalf("%d timers armed without a timeout", n)
 	}
 }

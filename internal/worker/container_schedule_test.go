@@ -6,67 +6,11 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/berth-dev/berth/internal/clock/clocktest"
 )
-
-// manualClock is a clock for the object host that moves only when the
-// test moves it; a timer that is due fires at once, on its own goroutine.
-type manualClock struct {
-	mu     sync.Mutex
-	now    time.Time
-	timers []*manualTimer
-}
-
-type manualTimer struct {
-	at   time.Time
-	f    func()
-	done bool
-}
-
-func (c *manualClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *manualClock) AfterFunc(d time.Duration, f func()) func() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	t := &manualTimer{at: c.now.Add(d), f: f}
-	if d <= 0 {
-		t.done = true
-		go f()
-	} else {
-		c.timers = append(c.timers, t)
-	}
-	return func() bool {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		stopped := !t.done
-		t.done = true
-		return stopped
-	}
-}
-
-// set moves the clock to now and fires the timers due by then.
-func (c *manualClock) set(now time.Time) {
-	c.mu.Lock()
-	c.now = now
-	var due []*manualTimer
-	for _, t := range c.timers {
-		if !t.done && !t.at.After(now) {
-			t.done = true
-			due = append(due, t)
-		}
-	}
-	c.timers = slices.DeleteFunc(c.timers, func(t *manualTimer) bool { return t.done })
-	c.mu.Unlock()
-	for _, t := range due {
-		go t.f()
-	}
-}
 
 // scheduleSrc is a class on berth's own Container class that schedules
 // tasks; its methods are called over RPC through the Worker.
@@ -126,7 +70,7 @@ func TestContainerSchedule(t *testing.T) {
 	// no alarm fires unless the test says so; JavaScript's Date.now() is
 	// the real time, so a task dated just after the host's now is already
 	// due for the class once its alarm fires.
-	clk := &manualClock{now: time.Now().Add(-time.Hour)}
+	clk := clocktest.New(time.Now().Add(-time.Hour))
 	open := func() *objectWorker {
 		return newObjectWorker(t, scheduleSrc, map[string]string{"SCHED": "Sched"},
 			objectOptions{dir: dir, clock: clk, idle: 24 * time.Hour, containers: m, containerClasses: []string{"Sched"}})
@@ -219,7 +163,7 @@ func TestContainerSchedule(t *testing.T) {
 	if r := runs(w); len(r) != 0 {
 		t.Fatalf("runs before the alarm fired: %+v", r)
 	}
-	clk.set(time.Now())
+	clk.Set(time.Now())
 	waitFor(t, "the due tasks to run", func() bool { return len(runs(w)) == 2 })
 	r := runs(w)
 	if string(r[0].Payload) != `"past"` || r[0].Schedule.TaskID != pastRec.TaskID || r[0].Schedule.Type != "scheduled" ||
@@ -249,7 +193,7 @@ func TestContainerSchedule(t *testing.T) {
 	restart := add(w, "date", clk.Now().Add(time.Millisecond).UnixMilli(), "record", "after restart")
 	w.stop(t)
 	w = open()
-	clk.set(clk.Now().Add(time.Second))
+	clk.Set(clk.Now().Add(time.Second))
 	waitFor(t, "the task to run after the restart", func() bool { return len(runs(w)) == 3 })
 	if r := runs(w)[2]; string(r.Payload) != `"after restart"` || r.Schedule.TaskID != restart.TaskID || r.Boot == bootBefore {
 		t.Fatalf("run after the restart = %+v (boot before %s), want it in a new activation", r, bootBefore)
