@@ -857,7 +857,8 @@
   // is not live here, or for a WebSocket upgrade (which goes through Go).
   // An exception reads as it does on the way through Go.
   B.localFetch = (target, req) => {
-    if (B.isUpgrade(req)) return null;
+    const flat = B.requestFlat(req);
+    if (B.hasFlat(flat, "upgrade")) return null;
     const got = host("doLocal", target);
     if (got == null) return null;
     const sp = got.indexOf(" "), sp2 = got.indexOf(" ", sp + 1);
@@ -866,7 +867,7 @@
     // The object's own tag, as for RPC calls (objectTag in Go): stopping
     // the calling request must not cut off the object's handler.
     const url = req.url, caller = B.tag, tag = caller + ">" + got.slice(sp2 + 1);
-    const objReq = B.objectRequest(req);
+    const objReq = B.objectRequest(req, flat);
     return new Promise((resolve, reject) => {
       deliver(rec, () => {
         B.tag = tag;

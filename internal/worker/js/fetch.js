@@ -717,15 +717,17 @@
     b.used = true;
     return b.source;
   };
-  B.objectRequest = (req) => {
+  // flat is req's headers in wire form (B.requestFlat), which the caller
+  // has read already.
+  B.objectRequest = (req, flat) => {
     const url = req.url, source = takeBody(req);
-    let flat = requestFlatHeaders(req);
     if (!hasFlat(flat, "host")) flat += "host\n" + new URL(url).host + "\n";
     if (source !== null && (typeof source === "string" || source instanceof Uint8Array) && !hasFlat(flat, "content-length"))
       flat += "content-length\n" + (typeof source === "string" ? utf8(source).byteLength : source.byteLength) + "\n";
     return new Request(incoming, { url, method: req.method, headers: flat, source, cf: req.cf });
   };
-  B.isUpgrade = (req) => hasFlat(requestFlatHeaders(req), "upgrade");
+  B.requestFlat = requestFlatHeaders;
+  B.hasFlat = hasFlat;
   B.adoptResponse = (res, url) => {
     if (!(res instanceof Response)) throw new TypeError(`the fetch handler returned ${res === undefined ? "undefined" : B.inspect(res, 1, new Set())}, not a Response`);
     if (res.webSocket) return new Response(null, { status: 101, statusText: res.statusText, headers: res.headers, webSocket: res.webSocket });
