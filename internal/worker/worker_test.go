@@ -10,25 +10,15 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/berth-dev/berth/internal/bundle"
+	"github.com/berth-dev/berth/internal/testutil"
 )
 
 // logBuffer collects log output for assertions.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-func (l *logBuffer) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
+type logBuffer = testutil.SyncBuffer
 
 // newWorker bundles src (TypeScript) as wrangler would and starts a Worker.
 func newWorker(t testing.TB, src string, cfg Config) (*Worker, *logBuffer) {

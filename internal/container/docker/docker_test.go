@@ -10,13 +10,13 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/moby/moby/client"
 
 	"github.com/berth-dev/berth/internal/container"
+	"github.com/berth-dev/berth/internal/testutil"
 )
 
 func testCtx(t *testing.T, d time.Duration) context.Context {
@@ -161,28 +161,10 @@ func TestNotPublished(t *testing.T) {
 	}
 }
 
-// lockedBuffer collects log output from several goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // TestDiskLimit: a disk limit is either enforced (StorageOpt read back) or
 // dropped with exactly one log line, never silently and never pretended.
 func TestDiskLimit(t *testing.T) {
-	var logs lockedBuffer
+	var logs testutil.SyncBuffer
 	rt := newTestRuntime(t, Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	ctx := testCtx(t, time.Minute)
 	var enforced []bool

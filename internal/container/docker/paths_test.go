@@ -17,6 +17,7 @@ import (
 	"github.com/moby/moby/client"
 
 	"github.com/berth-dev/berth/internal/container"
+	"github.com/berth-dev/berth/internal/testutil"
 )
 
 // TestDriverPaths drives the paths where the Docker driver has logic of its
@@ -302,7 +303,7 @@ func TestDriverPaths(t *testing.T) {
 	})
 }
 
-type syncBuffer struct{ lockedBuffer }
+type syncBuffer struct{ testutil.SyncBuffer }
 
 func waitFor(t *testing.T, ctx context.Context, cond func() bool, what func() string) {
 	t.Helper()
