@@ -1,7 +1,6 @@
 package container_test
 
 import (
-	"bufio"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -130,27 +129,14 @@ func tryGet(ctx context.Context, m *container.Manager, owner container.Owner, pa
 		return "", err
 	}
 	defer conn.Close()
-	if d, ok := ctx.Deadline(); ok {
-		conn.SetDeadline(d)
-	}
-	req, _ := http.NewRequest(http.MethodGet, "http://container"+path, nil)
-	req.Close = true
-	if err := req.Write(conn); err != nil {
-		return "", err
-	}
-	resp, err := http.ReadResponse(bufio.NewReader(conn), req)
+	status, body, err := testutil.GetOverConn(ctx, conn, path)
 	if err != nil {
 		return "", err
 	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return "", err
+	if status != http.StatusOK {
+		return "", fmt.Errorf("%d %s: %s", status, http.StatusText(status), body)
 	}
-	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("%s: %s", resp.Status, body)
-	}
-	return string(body), nil
+	return body, nil
 }
 
 func echo(t testing.TB, m *container.Manager, owner container.Owner) testapp.EchoReply {

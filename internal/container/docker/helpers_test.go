@@ -1,13 +1,11 @@
 package docker
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -152,21 +150,7 @@ func getThroughDial(ctx context.Context, rt *Runtime, id string, port int, path 
 		return 0, "", err
 	}
 	defer conn.Close()
-	if d, ok := ctx.Deadline(); ok {
-		conn.SetDeadline(d)
-	}
-	req, _ := http.NewRequest(http.MethodGet, "http://container"+path, nil)
-	req.Close = true
-	if err := req.Write(conn); err != nil {
-		return 0, "", err
-	}
-	resp, err := http.ReadResponse(bufio.NewReader(conn), req)
-	if err != nil {
-		return 0, "", err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(body), err
+	return testutil.GetOverConn(ctx, conn, path)
 }
 
 // waitHTTP dials until the container answers 200 on path.
