@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/berth-dev/berth/internal/jsengine"
 	"io"
 	"log/slog"
 	"os"
@@ -28,6 +29,14 @@ func Main(args []string) int {
 		end, err := startCPUProfile(path)
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "berth: BERTH_CPUPROFILE: %v\n", err)
+			return 1
+		}
+		defer end()
+	}
+	if path := os.Getenv("BERTH_JSPROFILE"); path != "" {
+		end, err := startJSProfile(path)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "berth: BERTH_JSPROFILE: %v\n", err)
 			return 1
 		}
 		defer end()
@@ -59,6 +68,23 @@ func startCPUProfile(path string) (end func(), err error) {
 	}
 	return func() {
 		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
+}
+
+// startJSProfile writes where the Workers' JavaScript spent its time to
+// path when the run ends, as folded stacks (BERTH_JSPROFILE=file).
+func startJSProfile(path string) (end func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	p := jsengine.StartProfile()
+	return func() {
+		p.Stop()
+		if err := p.WriteFolded(f); err != nil {
+			fmt.Fprintf(os.Stderr, "berth: BERTH_JSPROFILE: %v\n", err)
+		}
 		f.Close()
 	}, nil
 }

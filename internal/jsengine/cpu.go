@@ -85,12 +85,16 @@ func (e *QuickJS) installInterruptHandler() {
 
 // interruptHandler is called by the interpreter every few thousand
 // operations; a non-zero result throws the uncatchable interrupt error.
-func interruptHandler(_ *libc.TLS, _, ctx uintptr) int32 {
+func interruptHandler(tls *libc.TLS, _, ctx uintptr) int32 {
 	v, ok := engines.Load(ctx)
 	if !ok {
 		return 0
 	}
-	if v.(*QuickJS).poll() {
+	e := v.(*QuickJS)
+	if p := activeProfile.Load(); p != nil {
+		e.sample(p, tls, ctx)
+	}
+	if e.poll() {
 		return 1
 	}
 	return 0
@@ -149,6 +153,11 @@ func (e *QuickJS) enter() {
 		// handler.
 		e.interrupt.Store(false)
 		e.since = e.clock()
+		e.enteredAt = e.since
+		if activeProfile.Load() != nil {
+			_, ctx := cContext(e.vm)
+			cAt[lib.TJSContext](ctx).Finterrupt_counter = profileOps
+		}
 		e.startTurn(e.acct)
 	}
 	e.depth++
@@ -158,7 +167,9 @@ func (e *QuickJS) enter() {
 func (e *QuickJS) leave() {
 	e.depth--
 	if e.depth == 0 {
-		e.bill(e.clock())
+		now := e.clock()
+		e.bill(now)
+		e.jsTime += now - e.enteredAt
 	}
 }
 

@@ -25,12 +25,16 @@ type QuickJS struct {
 	rejections  []rejection
 
 	// CPU accounting (cpu.go).
-	clock     func() time.Duration
-	acct      *Account
-	depth     int           // nesting of enter
-	since     time.Duration // clock when the time not yet billed started
-	turn      uint64        // counts the loop's turns, for PerTurn accounts
-	interrupt atomic.Bool   // set by Interrupt
+	clock func() time.Duration
+	acct  *Account
+	depth int           // nesting of enter
+	since time.Duration // clock when the time not yet billed started
+	// For profiles (profile.go): monotonic() when JavaScript was last
+	// entered from Go, the JavaScript time before that, and the JavaScript
+	// time of the last sample.
+	enteredAt, jsTime, sampledAt time.Duration
+	turn                         uint64      // counts the loop's turns, for PerTurn accounts
+	interrupt                    atomic.Bool // set by Interrupt
 }
 
 // Options configure a new QuickJS engine.
