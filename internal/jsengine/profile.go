@@ -95,7 +95,11 @@ func (e *QuickJS) sample(p *Profile, tls *libc.TLS, ctx uintptr) {
 		frames = append(frames, p.frameName(tls, ctx, cAt[lib.TJSStackFrame](f).Fcur_func))
 	}
 	slices.Reverse(frames)
-	p.stacks[strings.Join(frames, ";")] += n
+	stack := strings.Join(frames, ";")
+	if stack == "" { // between calls from Go, before the first frame
+		stack = "[engine]"
+	}
+	p.stacks[stack] += n
 	p.samples += n
 }
 

@@ -62,6 +62,10 @@ export default {
       }
       case "/stream": return stub.fetch("http://obj.example/stream");
       case "/proxy": return stub.fetch(req);
+      case "/used": {
+        await req.text();
+        try { await stub.fetch(req); return new Response("no error"); } catch (e) { return new Response(e.constructor.name + ": " + e.message); }
+      }
     }
     return new Response("no route", { status: 404 });
   },
@@ -130,6 +134,11 @@ func TestStubFetchSameRuntime(t *testing.T) {
 	rec = do(t, w, "POST", "http://x/proxy", strings.NewReader("from the client"), "Content-Type", "text/plain")
 	if rec.Code != 200 || !strings.Contains(rec.Body.String(), `"body":"from the client"`) {
 		t.Errorf("proxied client request = %d %s", rec.Code, rec.Body)
+	}
+	// A request whose body was read cannot be sent on, as with fetch.
+	rec = do(t, w, "POST", "http://x/used", strings.NewReader("read once"))
+	if want := "TypeError: Cannot construct a Request with a Request whose body has already been used."; rec.Body.String() != want {
+		t.Errorf("stub.fetch(used request) = %q, want %q", rec.Body, want)
 	}
 }
 

@@ -502,11 +502,17 @@ export class Container extends DurableObject {
   async destroy() { await this.container.destroy(); }
 
   // ---- requests ----
-  async fetch(request) {
-    const header = request.headers.get(TARGET_PORT_HEADER);
-    const port = header ? Number(header) : this.defaultPort;
-    if (port === undefined) throw new Error("No port configured for this container. Set the `defaultPort` in your Container subclass, or specify a port with `container.fetch(switchPort(request, port))`.");
-    return this.containerFetch(request, port);
+  // Not async: the promise containerFetch returns is the answer, without
+  // the turns an async function's return of a promise costs.
+  fetch(request) {
+    try {
+      const header = request.headers.get(TARGET_PORT_HEADER);
+      const port = header ? Number(header) : this.defaultPort;
+      if (port === undefined) throw new Error("No port configured for this container. Set the `defaultPort` in your Container subclass, or specify a port with `container.fetch(switchPort(request, port))`.");
+      return Promise.resolve(this.containerFetch(request, port));
+    } catch (e) {
+      return Promise.reject(e);
+    }
   }
 
   async containerFetch(requestOrUrl, portOrInit, portParam) {

@@ -368,7 +368,7 @@
   const execWaiters = new Map(); // exec process id → {resolve, reject}
 
   class Container {
-    #objID; #running; #waiters = []; #destroyReason; #destroying = false;
+    #objID; #running; #waiters = []; #destroyReason; #destroying = false; #ports = new Map();
     constructor(key, objID, running) {
       if (key !== idKey) throw new TypeError("Illegal constructor");
       this.#objID = objID; this.#running = !!running;
@@ -424,6 +424,13 @@
     getTcpPort(port) {
       port = Number(port);
       if (!(Number.isInteger(port) && port > 0 && port < 65536)) throw new TypeError(`Invalid port number: ${port}`);
+      // A port's Fetcher holds nothing but the port: one per port, not per
+      // request.
+      let fetcher = this.#ports.get(port);
+      if (fetcher === undefined) this.#ports.set(port, fetcher = this.#portFetcher(port));
+      return fetcher;
+    }
+    #portFetcher(port) {
       const objID = this.#objID;
       const target = "@ct\n" + objID + "\n" + port;
       return Object.freeze({
@@ -879,16 +886,18 @@
         } catch (e) {
           p = Promise.reject(e);
         }
-        p.then((res) => B.adoptResponse(res, url)).then((res) => {
-          host("doLocalEnd", hold);
-          B.tag = caller;
-          resolve(res);
-        }, (e) => {
+        const fail = (e) => {
           host("doLocalEnd", hold);
           B.log("error")("uncaught exception in fetch handler", e);
           B.tag = caller;
           reject(B.remoteError(errText(e)));
-        });
+        };
+        p.then((res) => {
+          try { res = B.adoptResponse(res, url); } catch (e) { fail(e); return; }
+          host("doLocalEnd", hold);
+          B.tag = caller;
+          resolve(res);
+        }, fail);
       });
     });
   };

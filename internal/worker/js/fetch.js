@@ -526,26 +526,45 @@
   // fetchTo is fetch with a target other than the network: a Durable
   // Object ("class\n" + id + "\n" + name), which Go reaches through the
   // object host rather than an HTTP client.
-  async function fetchTo(target, input, init, owned) {
-    const req = owned ? input : new Request(input, init);
-    const signal = requestSignal(req); // null: nothing can abort it
-    if (signal) signal.throwIfAborted();
-    const url = req.url;
-    if (!url.startsWith("http:") && !url.startsWith("https:")) throw new TypeError(`Fetch API cannot load: ${url}`);
-    if (target !== "" && target[0] !== "@" && B.localFetch) {
-      const local = B.localFetch(target, req);
+  function fetchTo(target, input, init, owned) {
+    // stub.fetch(request) to an object in this runtime: localFetch makes
+    // the object's own copy, so the caller's needs none.
+    if (!owned && init === undefined && input instanceof Request && !input.bodyUsed && target !== "" && target[0] !== "@" && B.localFetch && /^https?:/.test(input.url)) {
+      const signal = requestSignal(input);
+      if (signal && signal.aborted) return Promise.reject(signal.reason);
+      const local = B.localFetch(target, input);
       if (local !== null) return local;
     }
-    // The body goes to Go as a string, bytes, a host body handle (passed
-    // through without JS copies) or, for a JS stream, true plus a pump.
-    const b = req[bodyKey];
-    const src = b.used ? null : b.source;
+    let req;
+    try { req = owned ? input : new Request(input, init); } catch (e) { return Promise.reject(e); }
+    return fetchRequest(target, req);
+  }
+  // fetchRequest is not an async function: the promise it returns is the
+  // one Go settles, without the extra turns an async function's return
+  // of a promise costs.
+  function fetchRequest(target, req) {
+    const signal = requestSignal(req); // null: nothing can abort it
+    const url = req.url;
     let body = null, stream = null;
-    if (src !== null) {
-      b.used = true;
-      if (typeof src === "string") body = src;
-      else if (src instanceof Uint8Array) body = toHostBuffer(src);
-      else if ((body = passThroughHandle(src)) === 0) { body = true; stream = src; }
+    try {
+      if (signal) signal.throwIfAborted();
+      if (!url.startsWith("http:") && !url.startsWith("https:")) throw new TypeError(`Fetch API cannot load: ${url}`);
+      if (target !== "" && target[0] !== "@" && B.localFetch) {
+        const local = B.localFetch(target, req);
+        if (local !== null) return local;
+      }
+      // The body goes to Go as a string, bytes, a host body handle (passed
+      // through without JS copies) or, for a JS stream, true plus a pump.
+      const b = req[bodyKey];
+      const src = b.used ? null : b.source;
+      if (src !== null) {
+        b.used = true;
+        if (typeof src === "string") body = src;
+        else if (src instanceof Uint8Array) body = toHostBuffer(src);
+        else if ((body = passThroughHandle(src)) === 0) { body = true; stream = src; }
+      }
+    } catch (e) {
+      return Promise.reject(e);
     }
     return new Promise((resolve, reject) => {
       const { id, promise: p } = B.hostAsyncId("fetch", req.method, url, requestFlatHeaders(req), body, req.redirect, B.tag, target);
@@ -700,6 +719,9 @@
   // the way through Go would stream it.
   // hasFlat tells whether wire-form headers have a header called name.
   const hasFlat = (flat, name) => {
+    // Values cannot hold "\n": without name on a line of its own, it is
+    // not there (the loop below tells a name from a value that equals it).
+    if (!flat.startsWith(name + "\n") && !flat.includes("\n" + name + "\n")) return false;
     for (let i = 0; i < flat.length;) {
       const nl = flat.indexOf("\n", i);
       if (nl < 0) return false;

@@ -10,13 +10,36 @@
   // Go reports Web errors as "DOMExceptionName: message"; rethrow those as
   // the DOMException scripts test for.
   const domNames = /^(InvalidCharacterError|QuotaExceededError|NotSupportedError|DataError|OperationError|SyntaxError|AbortError|TimeoutError): ([^]*)$/;
-  const host = (...args) => {
-    try { return rawHost(...args); } catch (e) {
+  // host passes on exactly the arguments it got (Go tells absent ones from
+  // undefined, and some operations take any number). Rest parameters and
+  // spread would cost as much as the call into Go itself; up to nine
+  // arguments are passed on one by one.
+  const host = function (op, a, b, c, d, e, f, h, i) {
+    try {
+      return callWith(rawHost, arguments.length, op, a, b, c, d, e, f, h, i, arguments);
+    } catch (e) {
       const m = e instanceof TypeError && domNames.exec(e.message);
       if (m && typeof DOMException === "function") throw new DOMException(m[2], m[1]);
       throw e;
     }
   };
+
+  // callWith calls fn with the first n of the arguments after n; all is
+  // the arguments object when there are more than nine.
+  function callWith(fn, n, op, a, b, c, d, e, f, h, i, all) {
+    switch (n) {
+      case 1: return fn(op);
+      case 2: return fn(op, a);
+      case 3: return fn(op, a, b);
+      case 4: return fn(op, a, b, c);
+      case 5: return fn(op, a, b, c, d);
+      case 6: return fn(op, a, b, c, d, e);
+      case 7: return fn(op, a, b, c, d, e, f);
+      case 8: return fn(op, a, b, c, d, e, f, h);
+      case 9: return fn(op, a, b, c, d, e, f, h, i);
+      default: return fn(...all);
+    }
+  }
 
   const define = (name, value) => Object.defineProperty(g, name, { value, writable: true, configurable: true, enumerable: false });
 
@@ -26,16 +49,18 @@
   // the promise reactions the settlement runs (see "request context" below).
   let nextOp = 1;
   const ops = new Map();
-  function hostAsync(op, ...args) {
-    return hostAsyncId(op, ...args).promise;
+  function hostAsync(op, a, b, c, d, e, f, h, i) {
+    return callWith(hostAsyncId, arguments.length, op, a, b, c, d, e, f, h, i, arguments).promise;
   }
-  function hostAsyncId(op, ...args) {
+  // hostAsyncId(op, ...args) starts op as host(op, id, ...args).
+  function hostAsyncId(op, a, b, c, d, e, f, h, i) {
     const id = nextOp++;
     // A stopped request's code gets no more I/O: it stays suspended.
     if (stopped.has(currentTag)) return { id, promise: new Promise(() => {}) };
+    const n = arguments.length, all = n > 8 ? [op, id, ...Array.prototype.slice.call(arguments, 1)] : null;
     const promise = new Promise((resolve, reject) => {
       ops.set(id, { resolve, reject, tag: currentTag });
-      try { host(op, id, ...args); } catch (e) { ops.delete(id); reject(e); }
+      try { callWith(host, n + 1, op, id, a, b, c, d, e, f, h, all); } catch (err) { ops.delete(id); reject(err); }
     });
     return { id, promise };
   }
