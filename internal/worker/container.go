@@ -61,7 +61,7 @@ type objContainer struct {
 	// pools keeps, per port, the keep-alive connections of
 	// getTcpPort(port).fetch; they are dropped when the container starts or
 	// ends and when the activation closes.
-	pools map[int]*http.Transport
+	pools map[int]*connPool
 	// egress is closed once the intercept calls made so far are in the
 	// Manager's table (intercept.go); nil when none was made.
 	egress chan struct{}
@@ -75,7 +75,7 @@ func (c *objContainer) dropPools() {
 	c.pools = nil
 	c.mu.Unlock()
 	for _, t := range pools {
-		t.CloseIdleConnections()
+		t.closeIdle(true) // a request still under way closes its connection after it
 	}
 }
 
@@ -403,20 +403,21 @@ func (rt *runtime) pooledContainerTransport(o *object, port int) *containerRound
 	c.mu.Lock()
 	t := c.pools[port]
 	if t == nil {
-		t = &http.Transport{
+		dial := func(ctx context.Context) (net.Conn, error) {
+			conn, err := c.mgr.DialIdle(ctx, c.owner, port)
+			if err != nil {
+				return nil, &dialError{err}
+			}
+			return conn, nil
+		}
+		t = &connPool{dial: dial, now: time.Now, next: &http.Transport{
 			DisableCompression:  true,
 			MaxIdleConnsPerHost: containerPoolIdle,
 			IdleConnTimeout:     containerPoolTimeout,
-			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-				conn, err := c.mgr.DialIdle(ctx, c.owner, port)
-				if err != nil {
-					return nil, &dialError{err}
-				}
-				return conn, nil
-			},
-		}
+			DialContext:         func(ctx context.Context, _, _ string) (net.Conn, error) { return dial(ctx) },
+		}}
 		if c.pools == nil {
-			c.pools = make(map[int]*http.Transport)
+			c.pools = make(map[int]*connPool)
 		}
 		c.pools[port] = t
 	}
@@ -440,7 +441,7 @@ func (e *dialError) Error() string { return e.err.Error() }
 func (e *dialError) Unwrap() error { return e.err }
 
 type containerRoundTripper struct {
-	t *http.Transport
+	t http.RoundTripper
 	// use, when set, marks the container and its object busy for one
 	// request, until its response body ends.
 	use func(ctx context.Context) (release func(), err error)

@@ -1,0 +1,207 @@
+package worker
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// connPool is the transport of getTcpPort(port).fetch for requests without
+// a body, the common case of a proxy: it writes the request and reads the
+// response head on the calling goroutine over a kept-alive connection.
+// net/http's Transport hands each request to a writer and a reader
+// goroutine per connection; on a busy machine those two extra wake-ups
+// cost more than the round trip itself. Requests with a body, whose
+// response may start before the body is sent, go to next.
+type connPool struct {
+	dial func(ctx context.Context) (net.Conn, error)
+	next http.RoundTripper
+	now  func() time.Time
+
+	mu     sync.Mutex
+	idle   []*poolConn // most recently used last
+	closed bool
+}
+
+type poolConn struct {
+	conn net.Conn
+	br   *bufio.Reader
+	bw   *bufio.Writer
+	used time.Time // when it went idle
+}
+
+func (p *connPool) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.Body != nil && req.Body != http.NoBody {
+		return p.next.RoundTrip(req)
+	}
+	for {
+		pc, reused, err := p.get(req.Context())
+		if err != nil {
+			return nil, err
+		}
+		resp, err := p.roundTrip(pc, req)
+		if err == nil {
+			return resp, nil
+		}
+		pc.conn.Close()
+		// A kept-alive connection the container closed while it was idle
+		// fails before any answer: the request was not handled, so it goes
+		// once more on a new connection, as net/http's Transport does.
+		if !reused || req.Context().Err() != nil || !closedIdle(err) {
+			return nil, err
+		}
+	}
+}
+
+// closedIdle reports whether err is what a request on a connection the
+// other side had closed gets.
+func closedIdle(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+}
+
+func (p *connPool) roundTrip(pc *poolConn, req *http.Request) (*http.Response, error) {
+	ctx := req.Context()
+	// Cancelling the request unblocks whatever read or write is under way.
+	stop := context.AfterFunc(ctx, func() { _ = pc.conn.SetDeadline(time.Unix(1, 0)) })
+	if err := req.Write(pc.bw); err != nil {
+		stop()
+		return nil, ctxErr(ctx, err)
+	}
+	if err := pc.bw.Flush(); err != nil {
+		stop()
+		return nil, ctxErr(ctx, err)
+	}
+	var resp *http.Response
+	for {
+		var err error
+		resp, err = http.ReadResponse(pc.br, req)
+		if err != nil {
+			stop()
+			return nil, ctxErr(ctx, err)
+		}
+		// Informational answers (103 Early Hints…) precede the response.
+		if resp.StatusCode < 200 && resp.StatusCode != http.StatusSwitchingProtocols {
+			resp.Body.Close()
+			continue
+		}
+		break
+	}
+	reusable := !resp.Close && !req.Close && resp.StatusCode != http.StatusSwitchingProtocols
+	if resp.Body == http.NoBody { // HEAD, 204, 304, Content-Length: 0
+		if stop() && reusable {
+			p.put(pc)
+		} else {
+			pc.conn.Close()
+		}
+		return resp, nil
+	}
+	resp.Body = &poolBody{body: resp.Body, pool: p, pc: pc, stop: stop, reusable: reusable, ctx: ctx}
+	return resp, nil
+}
+
+func ctxErr(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return err
+}
+
+// get returns an idle connection, or a new one.
+func (p *connPool) get(ctx context.Context) (pc *poolConn, reused bool, err error) {
+	now := p.now()
+	p.mu.Lock()
+	for len(p.idle) > 0 {
+		pc = p.idle[len(p.idle)-1]
+		p.idle = p.idle[:len(p.idle)-1]
+		if now.Sub(pc.used) < containerPoolTimeout {
+			p.mu.Unlock()
+			return pc, true, nil
+		}
+		pc.conn.Close()
+	}
+	p.mu.Unlock()
+	conn, err := p.dial(ctx)
+	if err != nil {
+		return nil, false, err
+	}
+	return &poolConn{conn: conn, br: bufio.NewReader(conn), bw: bufio.NewWriter(conn)}, false, nil
+}
+
+// put keeps pc for the next request, or closes it.
+func (p *connPool) put(pc *poolConn) {
+	pc.used = p.now()
+	p.mu.Lock()
+	if p.closed || len(p.idle) >= containerPoolIdle {
+		p.mu.Unlock()
+		pc.conn.Close()
+		return
+	}
+	p.idle = append(p.idle, pc)
+	p.mu.Unlock()
+}
+
+// CloseIdleConnections closes the idle connections; with close, the pool
+// keeps none from then on.
+func (p *connPool) CloseIdleConnections() { p.closeIdle(false) }
+
+func (p *connPool) closeIdle(close bool) {
+	p.mu.Lock()
+	idle := p.idle
+	p.idle = nil
+	p.closed = p.closed || close
+	p.mu.Unlock()
+	for _, pc := range idle {
+		pc.conn.Close()
+	}
+	if c, ok := p.next.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
+}
+
+// poolBody is a response body that gives its connection back to the pool
+// once read to its end, and closes it when closed before.
+type poolBody struct {
+	body     io.ReadCloser
+	pool     *connPool
+	pc       *poolConn
+	stop     func() bool
+	ctx      context.Context
+	reusable bool
+	once     sync.Once
+}
+
+func (b *poolBody) Read(p []byte) (int, error) {
+	n, err := b.body.Read(p)
+	if err == io.EOF {
+		b.done(true)
+	} else if err != nil {
+		err = ctxErr(b.ctx, err)
+		b.done(false)
+	}
+	return n, err
+}
+
+func (b *poolBody) Close() error {
+	b.done(false)
+	return nil
+}
+
+// done ends the body's hold on the connection: back to the pool if the
+// whole response was read from it, closed otherwise.
+func (b *poolBody) done(atEOF bool) {
+	b.once.Do(func() {
+		stopped := b.stop() // false: the context ended and set a deadline
+		if atEOF && b.reusable && stopped {
+			b.pool.put(b.pc)
+			return
+		}
+		b.pc.conn.Close()
+	})
+}
