@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"errors"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -65,5 +66,26 @@ func TestHelpListsCommands(t *testing.T) {
 		if !strings.Contains(out, cmd) {
 			t.Errorf("help lacks %q:\n%s", cmd, out)
 		}
+	}
+}
+
+// berth dev runs Go code on devProcessors processors unless GOMAXPROCS is
+// set.
+func TestDevProcessors(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
+	runtime.GOMAXPROCS(2)
+	useDevProcessors(func(string) string { return "" })
+	if n := runtime.GOMAXPROCS(0); n != devProcessors {
+		t.Errorf("GOMAXPROCS unset: %d processors, want %d", n, devProcessors)
+	}
+	runtime.GOMAXPROCS(2)
+	useDevProcessors(func(k string) string {
+		if k == "GOMAXPROCS" {
+			return "2"
+		}
+		return ""
+	})
+	if n := runtime.GOMAXPROCS(0); n != 2 {
+		t.Errorf("GOMAXPROCS=2: %d processors, want 2", n)
 	}
 }
