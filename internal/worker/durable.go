@@ -392,12 +392,31 @@ func (w *Worker) objectID(cls, hex, name string) (actor.ID, error) {
 // targetID is the id of the object a stub's fetch target
 // ("class\nid\nname") names.
 func (w *Worker) targetID(target string) (actor.ID, error) {
+	w.targetsMu.Lock()
+	id, ok := w.targets[target]
+	w.targetsMu.Unlock()
+	if ok {
+		return id, nil
+	}
 	parts := strings.SplitN(target, "\n", 3)
 	if len(parts) != 3 {
 		return actor.ID{}, fmt.Errorf("bad durable object target %q", target)
 	}
-	return w.objectID(parts[0], parts[1], parts[2])
+	id, err := w.objectID(parts[0], parts[1], parts[2])
+	if err != nil {
+		return id, err
+	}
+	w.targetsMu.Lock()
+	if len(w.targets) >= maxTargets || w.targets == nil {
+		w.targets = make(map[string]actor.ID)
+	}
+	w.targets[target] = id
+	w.targetsMu.Unlock()
+	return id, nil
 }
+
+// maxTargets bounds Worker.targets; past it the map starts again.
+const maxTargets = 1024
 
 // getObject returns a Handle on the live object id, activating it, and
 // the object; the caller releases the Handle.

@@ -26,6 +26,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/berth-dev/berth/internal/actor"
 	"github.com/berth-dev/berth/internal/clock"
 	"github.com/berth-dev/berth/internal/jsengine"
 )
@@ -128,6 +129,10 @@ type Worker struct {
 	// localFetches counts the stub.fetch calls that reached an object in
 	// the caller's own runtime (localObject).
 	localFetches atomic.Int64
+	// targets remembers the ids of recent stub fetch targets: checking a
+	// target's id against its name costs an HMAC.
+	targetsMu sync.Mutex
+	targets   map[string]actor.ID
 }
 
 // slot holds one runtime of the pool and replaces it when it retires.
