@@ -125,6 +125,37 @@ return out.join("|");`)
 	}
 }
 
+// berth's URL answers from a shared parsed record until a setter or
+// searchParams hands it to whatwg-url's URL: URLs of the same input stay
+// independent, and what one reads after a change is the change.
+func TestURLRecordsShared(t *testing.T) {
+	w, _ := newWorker(t, evalWorker, Config{})
+	got := run(t, w, `
+const out = [];
+const x = "HTTP://Example.com:80/a/./b?q=1#f";
+const a = new URL(x), b = new URL(x);
+out.push(a.href, a.pathname, a.host, a.origin);
+a.pathname = "/z"; a.searchParams.append("r", "2");
+out.push(a.href, b.href, new URL(x).pathname, b.search, b.hash);
+const c = new URL("/p?k=v", "https://h.example/base/");
+out.push(c.href, c.searchParams.get("k"), c.port, c.protocol);
+out.push(String(URL.parse("nope")), URL.parse("http://h/x").pathname, URL.canParse("http://h"), URL.canParse("x", "bad base"));
+try { Object.getOwnPropertyDescriptor(URL.prototype, "href").get.call({}); out.push("no brand check"); } catch (e) { out.push(e.constructor.name); }
+try { new URL(); } catch (e) { out.push(e.message); }
+try { new URL("x"); } catch (e) { out.push(e.message); }
+out.push(Object.prototype.toString.call(a), JSON.stringify({ a: b }), URL.length, Object.keys(URL.prototype).length);
+return out.join("|");`)
+	want := "http://example.com/a/b?q=1#f|/a/b|example.com|http://example.com|" +
+		"http://example.com/z?q=1&r=2#f|http://example.com/a/b?q=1#f|/a/b|?q=1|#f|" +
+		"https://h.example/p?k=v|v||https:|" +
+		"null|/x|true|false|TypeError|" +
+		"Failed to construct 'URL': 1 argument required, but only 0 present.|Invalid URL: x|" +
+		`[object URL]|{"a":"http://example.com/a/b?q=1#f"}|1|14`
+	if got != want {
+		t.Errorf("got  %q\nwant %q", got, want)
+	}
+}
+
 // Request and Response keep the headers of what the runtime made in wire
 // form until a script reads them; copies made from them must still behave
 // as the Fetch standard says: a new Request's headers are its own and

@@ -10,6 +10,109 @@
   const deps = g.__berthDeps;
   delete g.__berthDeps;
   for (const k of Object.keys(deps)) define(k, deps[k]);
+
+  // URL keeps the URL record of the URL Standard's parser (whatwg-url's
+  // basicURLParse, behind fast-url.js) and answers its getters with the
+  // standard's serializers. Setters and searchParams need whatwg-url's own
+  // URL, whose URLSearchParams and query update each other: the first use of
+  // one makes that URL from the same input, and every later call goes to it.
+  // Until then a URL only reads its record, so the records of recent inputs
+  // (and what the getters made of them) are shared: a Worker makes the same
+  // few URLs over and over, and whatwg-url's generated WebIDL wrapper costs
+  // several microseconds per construction in the interpreter.
+  const WhatwgURL = deps.URL;
+  const urlRecords = g.__berthURLRecords;
+  delete g.__berthURLRecords;
+  const usvString = (v, context) => {
+    if (typeof v === "symbol") throw new TypeError(`${context} is a symbol, which cannot be converted to a string.`);
+    return String(v).toWellFormed();
+  };
+  // parsedURL returns the entry of url against base ({ rec, input, base,
+  // and the getters' results once asked }), or the message of the
+  // TypeError the URL constructor throws.
+  const urlEntries = new Map();
+  const parsedURL = (url, base) => {
+    if (base === undefined) {
+      let e = urlEntries.get(url);
+      if (e === undefined) {
+        const rec = urlRecords.basicURLParse(url);
+        e = rec === null ? `Invalid URL: ${url}` : { rec, input: url, base };
+        if (urlEntries.size >= 512) urlEntries.clear();
+        urlEntries.set(url, e);
+      }
+      return e;
+    }
+    const parsedBase = urlRecords.basicURLParse(base);
+    if (parsedBase === null) return `Invalid base URL: ${base}`;
+    const rec = urlRecords.basicURLParse(url, { baseURL: parsedBase });
+    return rec === null ? `Invalid URL: ${url}` : { rec, input: url, base };
+  };
+  const urlArg = (what, args, i) => {
+    if (args.length < 1) throw new TypeError(`Failed to ${what}: 1 argument required, but only 0 present.`);
+    const v = args[i];
+    return i === 1 && v === undefined ? undefined : usvString(v, `Failed to ${what}: parameter ${i + 1}`);
+  };
+  const madeURL = Symbol("madeURL");
+  class URL {
+    #e; #full = null;
+    constructor(url, base = undefined) {
+      if (url === madeURL) { this.#e = base; return; }
+      const e = parsedURL(urlArg("construct 'URL'", arguments, 0), urlArg("construct 'URL'", arguments, 1));
+      if (typeof e === "string") throw new TypeError(e);
+      this.#e = e;
+    }
+    #whatwg() { return this.#full ??= new WhatwgURL(this.#e.input, this.#e.base); }
+    get href() { return this.#full ? this.#full.href : (this.#e.href ??= urlRecords.serializeURL(this.#e.rec)); }
+    set href(v) { this.#whatwg().href = v; }
+    get origin() { return this.#full ? this.#full.origin : (this.#e.origin ??= urlRecords.serializeURLOrigin(this.#e.rec)); }
+    get protocol() { return this.#full ? this.#full.protocol : this.#e.rec.scheme + ":"; }
+    set protocol(v) { this.#whatwg().protocol = v; }
+    get username() { return this.#full ? this.#full.username : this.#e.rec.username; }
+    set username(v) { this.#whatwg().username = v; }
+    get password() { return this.#full ? this.#full.password : this.#e.rec.password; }
+    set password(v) { this.#whatwg().password = v; }
+    get host() {
+      if (this.#full) return this.#full.host;
+      const r = this.#e.rec;
+      if (r.host === null) return "";
+      return r.port === null ? urlRecords.serializeHost(r.host) : urlRecords.serializeHost(r.host) + ":" + urlRecords.serializeInteger(r.port);
+    }
+    set host(v) { this.#whatwg().host = v; }
+    get hostname() { return this.#full ? this.#full.hostname : this.#e.rec.host === null ? "" : urlRecords.serializeHost(this.#e.rec.host); }
+    set hostname(v) { this.#whatwg().hostname = v; }
+    get port() { return this.#full ? this.#full.port : this.#e.rec.port === null ? "" : urlRecords.serializeInteger(this.#e.rec.port); }
+    set port(v) { this.#whatwg().port = v; }
+    get pathname() { return this.#full ? this.#full.pathname : (this.#e.pathname ??= urlRecords.serializePath(this.#e.rec)); }
+    set pathname(v) { this.#whatwg().pathname = v; }
+    get search() {
+      if (this.#full) return this.#full.search;
+      const q = this.#e.rec.query;
+      return q === null || q === "" ? "" : "?" + q;
+    }
+    set search(v) { this.#whatwg().search = v; }
+    get searchParams() { return this.#whatwg().searchParams; }
+    get hash() {
+      if (this.#full) return this.#full.hash;
+      const f = this.#e.rec.fragment;
+      return f === null || f === "" ? "" : "#" + f;
+    }
+    set hash(v) { this.#whatwg().hash = v; }
+    toJSON() { return this.href; }
+    toString() { return this.href; }
+    static parse(url, base = undefined) {
+      const e = parsedURL(urlArg("execute 'parse' on 'URL'", arguments, 0), urlArg("execute 'parse' on 'URL'", arguments, 1));
+      return typeof e === "string" ? null : new URL(madeURL, e);
+    }
+    static canParse(url, base = undefined) {
+      return typeof parsedURL(urlArg("execute 'canParse' on 'URL'", arguments, 0), urlArg("execute 'canParse' on 'URL'", arguments, 1)) !== "string";
+    }
+  }
+  // As WebIDL has them: attributes and operations enumerable.
+  for (const k of ["toJSON", "href", "toString", "origin", "protocol", "username", "password", "host", "hostname", "port", "pathname", "search", "searchParams", "hash"])
+    Object.defineProperty(URL.prototype, k, { enumerable: true });
+  Object.defineProperty(URL.prototype, Symbol.toStringTag, { value: "URL", configurable: true });
+  Object.defineProperties(URL, { parse: { enumerable: true }, canParse: { enumerable: true } });
+  define("URL", URL);
   const { ReadableStream, TransformStream } = deps;
   class IdentityTransformStream extends TransformStream {
     constructor() { super({ transform(chunk, c) { c.enqueue(toU8(chunk)); } }); }
