@@ -36,6 +36,12 @@ func BenchmarkHelloWorld(b *testing.B) {
 	benchWorker(b, helloWorldScript, "/", "Hello World!")
 }
 
+// BenchmarkURLPathname is hello world plus new URL(request.url).pathname,
+// what most routing Workers do first.
+func BenchmarkURLPathname(b *testing.B) {
+	benchWorker(b, `export default { fetch(req) { return new Response(new URL(req.url).pathname); } };`, "/a/b?c=d", "/a/b")
+}
+
 func BenchmarkRouter(b *testing.B) {
 	benchWorker(b, routerScript, "/api/users?id=42", `{"id":42,"name":"user42","tags":["a","b"]}`)
 }
