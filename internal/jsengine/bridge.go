@@ -19,6 +19,7 @@ import (
 // new version moves the fields.
 type bridge struct {
 	ctxOff     uintptr // VM.state.cContext
+	frameOff   uintptr // VM.state.frame (hostcall.go)
 	runtimeOff uintptr // VM.state.runtime (*runtime)
 	tlsOff     uintptr // runtime.tls
 	valVMOff   uintptr // Value.vm
@@ -52,6 +53,10 @@ func findLayout() (b bridge, err error) {
 	if err != nil {
 		return b, err
 	}
+	frameF, err := field(vmT, "frame", reflect.TypeOf(uintptr(0)), reflect.Invalid)
+	if err != nil {
+		return b, err
+	}
 	tlsF, err := field(rtF.Type.Elem(), "tls", reflect.TypeOf((*libc.TLS)(nil)), reflect.Invalid)
 	if err != nil {
 		return b, err
@@ -65,12 +70,13 @@ func findLayout() (b bridge, err error) {
 	if err != nil {
 		return b, err
 	}
-	if len(ctxF.Index) != 2 || len(rtF.Index) != 2 {
+	if len(ctxF.Index) != 2 || len(rtF.Index) != 2 || len(frameF.Index) != 2 || frameF.Index[0] != ctxF.Index[0] {
 		return b, fmt.Errorf("quickjs bridge: unexpected VM layout")
 	}
 	stateOff := vmT.Field(ctxF.Index[0]).Offset
 	return bridge{
 		ctxOff:     stateOff + ctxF.Offset,
+		frameOff:   stateOff + frameF.Offset,
 		runtimeOff: stateOff + rtF.Offset,
 		tlsOff:     tlsF.Offset,
 		valVMOff:   vmF.Offset,
@@ -84,6 +90,14 @@ func cContext(vm *quickjs.VM) (tls *libc.TLS, ctx uintptr) {
 	rt := *(*unsafe.Pointer)(unsafe.Add(p, layout.runtimeOff))
 	tls = *(**libc.TLS)(unsafe.Add(rt, layout.tlsOff))
 	return tls, ctx
+}
+
+// vmFrame is the quickjs package's record of the engine stack frame where
+// the Go code running now was called (VM.state.frame): its own host calls
+// set it, and its entry points refuse to run while it differs from the
+// engine's current frame.
+func vmFrame(vm *quickjs.VM) *uintptr {
+	return (*uintptr)(unsafe.Add(unsafe.Pointer(vm), layout.frameOff))
 }
 
 func rawValue(v *quickjs.Value) lib.TJSValue {

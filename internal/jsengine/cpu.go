@@ -170,6 +170,12 @@ func (e *QuickJS) leave() {
 		now := e.clock()
 		e.bill(now)
 		e.jsTime += now - e.enteredAt
+		if p := e.panicked; p != nil {
+			e.panicked = nil
+			tls, ctx := cContext(e.vm)
+			lib.XJS_SetUncatchableException(tls, ctx, 0)
+			panic(p)
+		}
 	}
 }
 

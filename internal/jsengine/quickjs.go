@@ -24,6 +24,9 @@ type QuickJS struct {
 	onRejection func(error)
 	rejections  []rejection
 
+	hostFns  []hostFunc // by the magic number of their C function (hostcall.go)
+	panicked any        // a host function's panic, to go on with in leave
+
 	// CPU accounting (cpu.go).
 	clock func() time.Duration
 	acct  *Account
@@ -93,33 +96,6 @@ func (e *QuickJS) drain() {
 	if len(e.rejections) > 0 {
 		e.reportRejections()
 	}
-}
-
-func (e *QuickJS) Register(name string, fn HostFunc) error {
-	vm := e.vm
-	err := vm.RegisterFunc(name, func(args ...quickjs.Value) quickjs.Value {
-		goArgs := make([]any, len(args))
-		for i := range args {
-			a, err := e.fromJS(&args[i])
-			if err != nil {
-				return throwTypeError(vm, fmt.Sprintf("%s: argument %d: %v", name, i, err))
-			}
-			goArgs[i] = a
-		}
-		res, err := fn(goArgs)
-		if err != nil {
-			return throwTypeError(vm, err.Error())
-		}
-		v, err := e.toJS(res)
-		if err != nil {
-			return throwTypeError(vm, fmt.Sprintf("%s: result: %v", name, err))
-		}
-		return v
-	}, false)
-	if err != nil {
-		return fmt.Errorf("register host function %q: %w", name, err)
-	}
-	return nil
 }
 
 // fromJS converts a borrowed argument.

@@ -187,3 +187,35 @@ func TestInterrupt(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+// A host function that panics ends the JavaScript that called it (try and
+// catch do not see it), and the panic goes on in the Go code that called
+// JavaScript; the engine can be used again once it is recovered.
+func TestHostFuncPanic(t *testing.T) {
+	e := newEngine(t)
+	if err := e.Register("boom", func([]any) (any, error) { panic("boom") }); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Register("nested", func(args []any) (any, error) { return e.Call("double", args[0]) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.EvalScript("p.js", `
+		globalThis.caught = false;
+		globalThis.double = (n) => n * 2;
+		globalThis.run = () => { try { boom(); } catch { caught = true; } return "ran on"; };
+	`); err != nil {
+		t.Fatal(err)
+	}
+	func() {
+		defer func() {
+			if p := recover(); p != "boom" {
+				t.Errorf("recovered %v, want the host function's panic", p)
+			}
+		}()
+		v, err := e.Call("run")
+		t.Errorf("Call returned %v, %v", v, err)
+	}()
+	if v, err := e.Call("(() => [caught, nested(21)].join())"); err != nil || v != "false,42" {
+		t.Errorf("after the panic: %v, %v", v, err)
+	}
+}
