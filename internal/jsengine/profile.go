@@ -23,8 +23,10 @@ import (
 // profileOps operations instead of every 10,000, and the check records the
 // stack it is in once ProfileRate of JavaScript time has passed since the
 // last sample. (A ticker on another goroutine would be late exactly while
-// the loop thread keeps the CPU busy.) Time in host functions and
-// built-ins shows in the JavaScript caller that runs the next check.
+// the loop thread keeps the CPU busy.) The checks come at calls and loop
+// back-edges, so the time of a function that calls nothing and has no
+// loop, and of host functions and built-ins, shows in the function that
+// makes the next call.
 type Profile struct {
 	mu      sync.Mutex
 	stacks  map[string]int     // samples by stack
