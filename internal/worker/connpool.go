@@ -34,6 +34,14 @@ type poolConn struct {
 	br   *bufio.Reader
 	bw   *bufio.Writer
 	used time.Time // when it went idle
+	read int64     // bytes read from conn so far
+}
+
+// Read counts what the connection's reader takes from it.
+func (pc *poolConn) Read(p []byte) (int, error) {
+	n, err := pc.conn.Read(p)
+	pc.read += int64(n)
+	return n, err
 }
 
 func (p *connPool) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -45,15 +53,17 @@ func (p *connPool) RoundTrip(req *http.Request) (*http.Response, error) {
 		if err != nil {
 			return nil, err
 		}
+		before := pc.read
 		resp, err := p.roundTrip(pc, req)
 		if err == nil {
 			return resp, nil
 		}
 		pc.conn.Close()
 		// A kept-alive connection the container closed while it was idle
-		// fails before any answer: the request was not handled, so it goes
-		// once more on a new connection, as net/http's Transport does.
-		if !reused || req.Context().Err() != nil || !closedIdle(err) {
+		// fails before any byte of an answer: the request was not handled,
+		// so it goes once more on a new connection, as net/http's Transport
+		// does.
+		if !reused || pc.read != before || req.Context().Err() != nil || !closedIdle(err) {
 			return nil, err
 		}
 	}
@@ -62,7 +72,7 @@ func (p *connPool) RoundTrip(req *http.Request) (*http.Response, error) {
 // closedIdle reports whether err is what a request on a connection the
 // other side had closed gets.
 func closedIdle(err error) bool {
-	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || // ReadResponse's EOF
 		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
 
@@ -131,7 +141,9 @@ func (p *connPool) get(ctx context.Context) (pc *poolConn, reused bool, err erro
 	if err != nil {
 		return nil, false, err
 	}
-	return &poolConn{conn: conn, br: bufio.NewReader(conn), bw: bufio.NewWriter(conn)}, false, nil
+	pc = &poolConn{conn: conn, bw: bufio.NewWriter(conn)}
+	pc.br = bufio.NewReader(pc)
+	return pc, false, nil
 }
 
 // put keeps pc for the next request, or closes it.

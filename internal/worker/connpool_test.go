@@ -14,6 +14,9 @@ import (
 	"time"
 )
 
+// hangUpMark ends an answer after which rawServer closes the connection.
+const hangUpMark = "\x00hang up"
+
 // rawServer answers each request on a connection with what answer returns
 // for it (raw HTTP), and counts the connections it accepted.
 type rawServer struct {
@@ -61,7 +64,8 @@ func newRawServer(t *testing.T, answer func(n int, req *http.Request) string) *r
 					if out == "" { // hang up without answering
 						return
 					}
-					if _, err := io.WriteString(c, out); err != nil {
+					cut, hangUp := strings.CutSuffix(out, hangUpMark)
+					if _, err := io.WriteString(c, cut); err != nil || hangUp {
 						return
 					}
 				}
@@ -147,6 +151,24 @@ func TestConnPoolRetriesConnectionClosedWhileIdle(t *testing.T) {
 	// go again on a new one.
 	if n := s.accepted.Load(); n != 3 {
 		t.Errorf("%d connections, want 3", n)
+	}
+	// A kept-alive connection that fails after part of an answer is not
+	// retried: the container may have handled the request.
+	s3 := newRawServer(t, func(n int, _ *http.Request) string {
+		if n == 1 {
+			return "HTTP/1.1 200 OK\r\n" + hangUpMark
+		}
+		return "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+	})
+	p3 := s3.pool()
+	if _, _, err := get(t, p3, http.MethodGet, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := get(t, p3, http.MethodGet, nil); err == nil {
+		t.Error("an answer cut short: no error")
+	}
+	if n := s3.accepted.Load(); n != 1 {
+		t.Errorf("%d connections after an answer cut short, want 1 (no retry)", n)
 	}
 	// A new connection that fails is not retried.
 	s2 := newRawServer(t, func(int, *http.Request) string { return "" })
