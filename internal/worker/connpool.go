@@ -54,16 +54,16 @@ func (p *connPool) RoundTrip(req *http.Request) (*http.Response, error) {
 			return nil, err
 		}
 		before := pc.read
-		resp, err := p.roundTrip(pc, req)
+		resp, sent, err := p.roundTrip(pc, req)
 		if err == nil {
 			return resp, nil
 		}
 		pc.conn.Close()
 		// A kept-alive connection the container closed while it was idle
-		// fails before any byte of an answer: the request was not handled,
-		// so it goes once more on a new connection, as net/http's Transport
-		// does.
-		if !reused || pc.read != before || req.Context().Err() != nil || !closedIdle(err) {
+		// fails before any byte of an answer: the request goes once more on
+		// a new connection, as net/http's Transport does, when it did not
+		// leave or may be sent twice.
+		if !reused || pc.read != before || req.Context().Err() != nil || !closedIdle(err) || (sent && !replayable(req)) {
 			return nil, err
 		}
 	}
@@ -76,17 +76,31 @@ func closedIdle(err error) bool {
 		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
 
-func (p *connPool) roundTrip(pc *poolConn, req *http.Request) (*http.Response, error) {
+// replayable reports whether req may reach the container twice: an
+// idempotent method or an idempotency key, as net/http's Transport decides.
+func replayable(req *http.Request) bool {
+	switch req.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+		return true
+	}
+	_, key := req.Header["Idempotency-Key"]
+	_, xkey := req.Header["X-Idempotency-Key"]
+	return key || xkey
+}
+
+// roundTrip sends req on pc and reads the head of its response; sent
+// tells whether the request was written out.
+func (p *connPool) roundTrip(pc *poolConn, req *http.Request) (_ *http.Response, sent bool, _ error) {
 	ctx := req.Context()
 	// Cancelling the request unblocks whatever read or write is under way.
 	stop := context.AfterFunc(ctx, func() { _ = pc.conn.SetDeadline(time.Unix(1, 0)) })
 	if err := req.Write(pc.bw); err != nil {
 		stop()
-		return nil, ctxErr(ctx, err)
+		return nil, false, ctxErr(ctx, err)
 	}
 	if err := pc.bw.Flush(); err != nil {
 		stop()
-		return nil, ctxErr(ctx, err)
+		return nil, false, ctxErr(ctx, err)
 	}
 	var resp *http.Response
 	for {
@@ -94,7 +108,7 @@ func (p *connPool) roundTrip(pc *poolConn, req *http.Request) (*http.Response, e
 		resp, err = http.ReadResponse(pc.br, req)
 		if err != nil {
 			stop()
-			return nil, ctxErr(ctx, err)
+			return nil, true, ctxErr(ctx, err)
 		}
 		// Informational answers (103 Early Hints…) precede the response.
 		if resp.StatusCode < 200 && resp.StatusCode != http.StatusSwitchingProtocols {
@@ -110,10 +124,10 @@ func (p *connPool) roundTrip(pc *poolConn, req *http.Request) (*http.Response, e
 		} else {
 			pc.conn.Close()
 		}
-		return resp, nil
+		return resp, true, nil
 	}
 	resp.Body = &poolBody{body: resp.Body, pool: p, pc: pc, stop: stop, reusable: reusable, ctx: ctx}
-	return resp, nil
+	return resp, true, nil
 }
 
 func ctxErr(ctx context.Context, err error) error {

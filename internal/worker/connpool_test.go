@@ -170,6 +170,23 @@ func TestConnPoolRetriesConnectionClosedWhileIdle(t *testing.T) {
 	if n := s3.accepted.Load(); n != 1 {
 		t.Errorf("%d connections after an answer cut short, want 1 (no retry)", n)
 	}
+	// Nor is a request that may not reach the container twice, once sent.
+	s4 := newRawServer(t, func(n int, _ *http.Request) string {
+		if n == 1 {
+			return ""
+		}
+		return "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+	})
+	p4 := s4.pool()
+	for i, method := range []string{http.MethodPost, http.MethodPost} {
+		_, _, err := get(t, p4, method, nil)
+		if (err == nil) != (i == 0) {
+			t.Errorf("POST %d without a body: %v", i, err)
+		}
+	}
+	if n := s4.accepted.Load(); n != 1 {
+		t.Errorf("%d connections for a POST on a closed connection, want 1 (no retry)", n)
+	}
 	// A new connection that fails is not retried.
 	s2 := newRawServer(t, func(int, *http.Request) string { return "" })
 	if _, _, err := get(t, s2.pool(), http.MethodGet, nil); err == nil {
