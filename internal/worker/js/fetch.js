@@ -47,6 +47,7 @@
     const rec = urlRecords.basicURLParse(url, { baseURL: parsedBase });
     return rec === null ? `Invalid URL: ${url}` : { rec, input: url, base };
   };
+  const urlHref = (e) => (e.href ??= urlRecords.serializeURL(e.rec));
   const urlArg = (what, args, i) => {
     if (args.length < 1) throw new TypeError(`Failed to ${what}: 1 argument required, but only 0 present.`);
     const v = args[i];
@@ -62,7 +63,7 @@
       this.#e = e;
     }
     #whatwg() { return this.#full ??= new WhatwgURL(this.#e.input, this.#e.base); }
-    get href() { return this.#full ? this.#full.href : (this.#e.href ??= urlRecords.serializeURL(this.#e.rec)); }
+    get href() { return this.#full ? this.#full.href : urlHref(this.#e); }
     set href(v) { this.#whatwg().href = v; }
     get origin() { return this.#full ? this.#full.origin : (this.#e.origin ??= urlRecords.serializeURLOrigin(this.#e.rec)); }
     get protocol() { return this.#full ? this.#full.protocol : this.#e.rec.scheme + ":"; }
@@ -445,19 +446,13 @@
   // the script looks at them.
   const incoming = Symbol("incoming");
   const redirectModes = ["follow", "manual", "error"];
-  // hrefOf is new URL(input).href, remembered: a Worker builds Requests
-  // from the same few URLs over and over, and parsing one costs tens of
-  // microseconds in an interpreter.
-  const hrefs = new Map();
+  // hrefOf is new URL(input).href, without the URL: the parsed entries of
+  // recent inputs (parsedURL) keep their href.
   const hrefOf = (input) => {
     const s = String(input);
-    let href = hrefs.get(s);
-    if (href === undefined) {
-      try { href = new URL(s).href; } catch (e) { throw new TypeError(`Invalid URL: ${s}`); }
-      if (hrefs.size >= 512) hrefs.clear();
-      hrefs.set(s, href);
-    }
-    return href;
+    const e = parsedURL(s.toWellFormed());
+    if (typeof e === "string") throw new TypeError(`Invalid URL: ${s}`);
+    return urlHref(e);
   };
   class Request extends Body {
     // #headers is made from #flat (the wire form) when first asked for, with
@@ -630,16 +625,12 @@
   // Object ("class\n" + id + "\n" + name), which Go reaches through the
   // object host rather than an HTTP client.
   function fetchTo(target, input, init, owned) {
-    // stub.fetch(request) to an object in this runtime: localFetch makes
-    // the object's own copy, so the caller's needs none.
-    if (!owned && init === undefined && input instanceof Request && !input.bodyUsed && target !== "" && target[0] !== "@" && B.localFetch && /^https?:/.test(input.url)) {
-      const signal = requestSignal(input);
-      if (signal && signal.aborted) return Promise.reject(signal.reason);
-      const local = B.localFetch(target, input);
-      if (local !== null) return local;
-    }
+    // A Durable Object gets its own copy of the request wherever it runs
+    // (localFetch, or Go), and that copy takes over the body, so
+    // stub.fetch(request) passes the request on without copying it first.
+    const direct = owned || (init === undefined && input instanceof Request && !input.bodyUsed && target !== "" && target[0] !== "@");
     let req;
-    try { req = owned ? input : new Request(input, init); } catch (e) { return Promise.reject(e); }
+    try { req = direct ? input : new Request(input, init); } catch (e) { return Promise.reject(e); }
     return fetchRequest(target, req);
   }
   // fetchRequest is not an async function: the promise it returns is the
