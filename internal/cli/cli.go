@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/berth-dev/berth/internal/jsengine"
 	"io"
 	"log/slog"
 	"os"
@@ -15,6 +14,8 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+
+	"github.com/berth-dev/berth/internal/jsengine"
 )
 
 // Version is set at build time with -ldflags "-X ...cli.Version=v1.2.3".
@@ -25,21 +26,19 @@ var Version = "dev"
 func Main(args []string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if path := os.Getenv("BERTH_CPUPROFILE"); path != "" {
-		end, err := startCPUProfile(path)
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "berth: BERTH_CPUPROFILE: %v\n", err)
-			return 1
+	// Profiles for developers measuring berth, written when the run ends.
+	for _, prof := range []struct {
+		env   string
+		start func(path string) (end func(), err error)
+	}{{"BERTH_CPUPROFILE", startCPUProfile}, {"BERTH_JSPROFILE", startJSProfile}} {
+		if path := os.Getenv(prof.env); path != "" {
+			end, err := prof.start(path)
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "berth: %s: %v\n", prof.env, err)
+				return 1
+			}
+			defer end()
 		}
-		defer end()
-	}
-	if path := os.Getenv("BERTH_JSPROFILE"); path != "" {
-		end, err := startJSProfile(path)
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "berth: BERTH_JSPROFILE: %v\n", err)
-			return 1
-		}
-		defer end()
 	}
 	root := newRoot(os.Stdout, os.Stderr)
 	root.SetArgs(args)

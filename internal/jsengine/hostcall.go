@@ -60,7 +60,7 @@ func hostCall(tls *libc.TLS, ctx uintptr, _ lib.TJSValue, argc int32, argv uintp
 			if e.panicked == nil {
 				e.panicked = p
 			}
-			r = rawValue(ptr(throwTypeError(e.vm, fmt.Sprintf("panic in Go function %s: %v", h.name, p))))
+			r = throwTypeErrorRaw(e.vm, fmt.Sprintf("panic in Go function %s: %v", h.name, p))
 			lib.XJS_SetUncatchableException(tls, ctx, 1)
 		}
 	}()
@@ -69,25 +69,29 @@ func hostCall(tls *libc.TLS, ctx uintptr, _ lib.TJSValue, argc int32, argv uintp
 		raw := *cAt[lib.TJSValue](argv + uintptr(i)*unsafe.Sizeof(lib.TJSValue{}))
 		a, err := e.argFromJS(tls, ctx, raw)
 		if err != nil {
-			return rawValue(ptr(throwTypeError(e.vm, fmt.Sprintf("%s: argument %d: %v", h.name, i, err))))
+			return throwTypeErrorRaw(e.vm, fmt.Sprintf("%s: argument %d: %v", h.name, i, err))
 		}
 		args[i] = a
 	}
 	res, err := h.fn(args)
 	if err != nil {
-		return rawValue(ptr(throwTypeError(e.vm, err.Error())))
+		return throwTypeErrorRaw(e.vm, err.Error())
 	}
 	if s, ok := res.(string); ok {
 		return newStringRaw(tls, ctx, s)
 	}
 	out, err := e.toJS(res)
 	if err != nil {
-		return rawValue(ptr(throwTypeError(e.vm, fmt.Sprintf("%s: result: %v", h.name, err))))
+		return throwTypeErrorRaw(e.vm, fmt.Sprintf("%s: result: %v", h.name, err))
 	}
 	return rawValue(&out)
 }
 
-func ptr(v quickjs.Value) *quickjs.Value { return &v }
+// throwTypeErrorRaw is throwTypeError for a C function's return value.
+func throwTypeErrorRaw(vm *quickjs.VM, msg string) lib.TJSValue {
+	v := throwTypeError(vm, msg)
+	return rawValue(&v)
+}
 
 // argFromJS converts a borrowed argument as fromJS does, the common types
 // without the quickjs package.

@@ -173,15 +173,13 @@ func (p *connPool) put(pc *poolConn) {
 	p.mu.Unlock()
 }
 
-// CloseIdleConnections closes the idle connections; with close, the pool
-// keeps none from then on.
-func (p *connPool) CloseIdleConnections() { p.closeIdle(false) }
-
-func (p *connPool) closeIdle(close bool) {
+// close closes the idle connections and, from then on, each one given
+// back: the container they lead to is gone.
+func (p *connPool) close() {
 	p.mu.Lock()
 	idle := p.idle
 	p.idle = nil
-	p.closed = p.closed || close
+	p.closed = true
 	p.mu.Unlock()
 	for _, pc := range idle {
 		pc.conn.Close()

@@ -262,9 +262,9 @@ func TestConnPoolCancel(t *testing.T) {
 		t.Fatal("cancelling did not end the request")
 	}
 	// Closed for good: a connection given back afterwards is closed.
-	p.closeIdle(true)
+	p.close()
 	if len(p.idle) != 0 {
-		t.Errorf("%d idle connections after closeIdle", len(p.idle))
+		t.Errorf("%d idle connections after close", len(p.idle))
 	}
 }
 

@@ -75,7 +75,7 @@ func (c *objContainer) dropPools() {
 	c.pools = nil
 	c.mu.Unlock()
 	for _, t := range pools {
-		t.closeIdle(true) // a request still under way closes its connection after it
+		t.close() // a request still under way closes its connection after it
 	}
 }
 
