@@ -699,33 +699,29 @@ func inNetns(ns *os.File, fn func() error) error {
 // listenInNetns listens on 127.0.0.1:port in ns, or on a port of the
 // kernel's choosing when port is taken.
 func listenInNetns(ns *os.File, port int) (net.Listener, error) {
-	var l net.Listener
-	err := inNetns(ns, func() (err error) {
-		l, err = net.Listen("tcp4", "127.0.0.1:"+strconv.Itoa(port))
-		if errors.Is(err, syscall.EADDRINUSE) {
-			l, err = net.Listen("tcp4", "127.0.0.1:0")
-		}
-		return err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("listen for intercepted connections: %w", err)
-	}
-	return l, nil
+	return listenLocal(ns, port, "intercepted connections", func(addr string) (net.Listener, error) { return net.Listen("tcp4", addr) })
 }
 
 func listenPacketInNetns(ns *os.File, port int) (net.PacketConn, error) {
-	var pc net.PacketConn
+	return listenLocal(ns, port, "DNS queries", func(addr string) (net.PacketConn, error) { return net.ListenPacket("udp4", addr) })
+}
+
+// listenLocal is listen on 127.0.0.1:port in ns, or on 127.0.0.1:0 when
+// port is taken; what names what it listens for.
+func listenLocal[T any](ns *os.File, port int, what string, listen func(addr string) (T, error)) (T, error) {
+	var l T
 	err := inNetns(ns, func() (err error) {
-		pc, err = net.ListenPacket("udp4", "127.0.0.1:"+strconv.Itoa(port))
+		l, err = listen("127.0.0.1:" + strconv.Itoa(port))
 		if errors.Is(err, syscall.EADDRINUSE) {
-			pc, err = net.ListenPacket("udp4", "127.0.0.1:0")
+			l, err = listen("127.0.0.1:0")
 		}
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("listen for DNS queries: %w", err)
+		var zero T
+		return zero, fmt.Errorf("listen for %s: %w", what, err)
 	}
-	return pc, nil
+	return l, nil
 }
 
 // dialMarked connects to dst from inside ns with berth's mark, so that the
