@@ -141,8 +141,8 @@ type ManagerConfig struct {
 	Clock   Clock        // nil means the wall clock
 	// Classes maps Durable Object class names to their containers.
 	Classes map[string]ClassConfig
-	// StopGrace is the SIGTERM-to-SIGKILL grace of a sleep stop; 0 means
-	// DefaultStopGrace.
+	// StopGrace is the SIGTERM-to-SIGKILL grace of a sleep stop and of a
+	// SIGTERM sent with Signal (see there); 0 means DefaultStopGrace.
 	StopGrace time.Duration
 	// Labels go on every container (under the owner labels), e.g.
 	// LabelTest in tests.
@@ -181,7 +181,8 @@ type StartOptions struct {
 // All methods are safe for concurrent use.
 //
 // Per Owner, Start, Signal, Destroy and Status are serialized in arrival
-// order (workerd's getRpcTurn), as is a sleep the inactivity timer begins,
+// order (workerd's getRpcTurn), as are a sleep the inactivity timer begins
+// and the kill at the end of a SIGTERM's stop grace (see Signal),
 // and Monitor waits for the calls ahead of it before it looks at the
 // container: one never observes another half done. Dial, DialIdle, Use,
 // Inspect, Exec, Hold, Activity, Running and SetInactivityTimeout do not wait
@@ -206,7 +207,7 @@ type Manager struct {
 
 	ctx    context.Context // ends at Shutdown; bounds sleeps and watchers
 	cancel context.CancelFunc
-	wg     sync.WaitGroup // watchers
+	wg     sync.WaitGroup // watchers and kills after a stop grace
 
 	mu      sync.Mutex
 	closed  bool
@@ -266,6 +267,18 @@ type run struct {
 	cleanStop     bool // the Manager stopped it to sleep
 	signalled     bool // the Manager sent it a signal
 	removed       bool // the container is gone from the runtime (or never was)
+	// killStop cancels the SIGKILL a SIGTERM sent with Signal armed for
+	// the end of the stop grace; nil when none is armed.
+	killStop func() bool
+}
+
+// disarmKillLocked cancels r's pending SIGKILL, if any. The caller holds
+// Manager.mu.
+func (r *run) disarmKillLocked() {
+	if r.killStop != nil {
+		r.killStop()
+		r.killStop = nil
+	}
 }
 
 func (r *run) ended() bool {
@@ -577,6 +590,7 @@ func (m *Manager) watch(s *slot, r *run) {
 	}
 	r.result = result
 	close(r.done)
+	r.disarmKillLocked()
 	s.cls.inUse--
 	if s.run == r {
 		s.paused = false
@@ -853,6 +867,7 @@ func (m *Manager) Destroy(ctx context.Context, owner Owner, reason error) error 
 	live := r != nil && !r.removed
 	if live {
 		r.destroyed, r.destroyReason = true, reason
+		r.disarmKillLocked()
 	}
 	m.mu.Unlock()
 	for _, id := range stale {
@@ -879,6 +894,17 @@ func (m *Manager) Destroy(ctx context.Context, owner Owner, reason error) error 
 
 // Signal sends signal signo (1-64) to the main process of owner's
 // container, waking it first if it sleeps paused.
+//
+// SIGTERM also arms a kill, as `docker stop` does: if the same run of the
+// container still runs once the stop grace (ManagerConfig.StopGrace) has
+// passed on the Manager's clock, the Manager sends it SIGKILL, and Monitor
+// then reports an *ExitError with code 137 ("runtime signalled the
+// container to exit: 137"). This is how a stop that user code makes with
+// SIGTERM (sleepAfter in @cloudflare/containers) ends a process that
+// ignores SIGTERM. A SIGTERM while a kill is armed keeps the first
+// deadline; the kill is cancelled when the container ends, is destroyed or
+// the Manager shuts down, and never reaches a later run. Other signals
+// arm nothing.
 func (m *Manager) Signal(ctx context.Context, owner Owner, signo int) error {
 	if signo < 1 || signo > 64 {
 		return fmt.Errorf("signal container of %s: %w: signal %d is not in 1-64", owner, ErrInvalid, signo)
@@ -901,6 +927,68 @@ func (m *Manager) Signal(ctx context.Context, owner Owner, signo int) error {
 	if err := m.rt.Signal(ctx, r.id, syscall.Signal(signo)); err != nil {
 		return fmt.Errorf("signal container of %s: %w", owner, err)
 	}
+	if syscall.Signal(signo) == syscall.SIGTERM {
+		m.mu.Lock()
+		m.armKillLocked(s, r)
+		m.mu.Unlock()
+	}
+	return nil
+}
+
+// armKillLocked arms the SIGKILL of r at the end of the stop grace unless
+// one is armed or r can no longer be killed. The caller holds m.mu.
+func (m *Manager) armKillLocked(s *slot, r *run) {
+	if r.killStop != nil || r.ended() || r.destroyed || m.closed {
+		return
+	}
+	r.killStop = m.clock.AfterFunc(m.grace, func() { m.killAfterGrace(s, r) })
+}
+
+// killAfterGrace sends SIGKILL to r, in the owner's turn, if it still runs
+// once the grace after a SIGTERM has passed.
+func (m *Manager) killAfterGrace(s *slot, r *run) {
+	m.mu.Lock()
+	if r.killStop == nil || m.closed {
+		// Disarmed after the timer had already fired.
+		m.mu.Unlock()
+		return
+	}
+	r.killStop = nil
+	m.wg.Add(1) // before Shutdown waits: it sets closed first
+	m.mu.Unlock()
+	defer m.wg.Done()
+
+	release, err := m.turn(m.ctx, s)
+	if err != nil {
+		return
+	}
+	defer release()
+	if err := m.killHeld(s, r); err != nil {
+		m.log.Warn("could not kill a container that outlived its stop grace", "app", m.app, "owner", s.owner.String(),
+			"container", r.name, "grace", m.grace.String(), "err", err.Error())
+	}
+}
+
+// killHeld is killAfterGrace's work in the owner's turn.
+func (m *Manager) killHeld(s *slot, r *run) error {
+	m.mu.Lock()
+	gone := s.run != r || r.ended() || r.destroyed || m.closed
+	m.mu.Unlock()
+	if gone {
+		return nil
+	}
+	// A paused container could not act on the kill until woken.
+	if err := m.unpauseHeld(m.ctx, s, r); err != nil {
+		return fmt.Errorf("kill container of %s after grace: %w", s.owner, err)
+	}
+	if err := m.rt.Signal(m.ctx, r.id, syscall.SIGKILL); err != nil {
+		if errors.Is(err, ErrNotRunning) {
+			return nil // it ended by itself meanwhile
+		}
+		return fmt.Errorf("kill container of %s after grace: %w", s.owner, err)
+	}
+	m.log.Info("killed a container that ignored SIGTERM for its stop grace", "app", m.app, "owner", s.owner.String(),
+		"container", r.name, "grace", m.grace.String())
 	return nil
 }
 
@@ -1367,6 +1455,9 @@ func (m *Manager) Shutdown(ctx context.Context) error {
 	var ids []string
 	for _, s := range m.slots {
 		m.disarmLocked(s)
+		if s.run != nil {
+			s.run.disarmKillLocked()
+		}
 		ids = append(ids, m.takeStaleLocked(s)...)
 		r := s.run
 		if r == nil || r.removed {

@@ -9,9 +9,11 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/berth-dev/berth/internal/clock"
 	"github.com/berth-dev/berth/internal/clock/clocktest"
 	"github.com/berth-dev/berth/internal/container"
 	"github.com/berth-dev/berth/internal/container/docker"
@@ -86,12 +88,16 @@ func (e *dockerEnv) runtime() *docker.Runtime {
 	return rt
 }
 
-func (e *dockerEnv) manager(rt container.Runtime, classes map[string]container.ClassConfig) *container.Manager {
+func (e *dockerEnv) manager(rt container.Runtime, classes map[string]container.ClassConfig, mods ...func(*container.ManagerConfig)) *container.Manager {
 	e.t.Helper()
-	m, err := container.NewManager(container.ManagerConfig{
+	cfg := container.ManagerConfig{
 		App: e.app, Runtime: rt, Logger: testLogger(e.t, e.logs), Clock: e.clock, Classes: classes,
 		StopGrace: 5 * time.Second, Labels: map[string]string{container.LabelTest: "1"},
-	})
+	}
+	for _, mod := range mods {
+		mod(&cfg)
+	}
+	m, err := container.NewManager(cfg)
 	if err != nil {
 		e.t.Fatalf("NewManager: %v", err)
 	}
@@ -165,6 +171,42 @@ func TestManagerDocker(t *testing.T) {
 		e.clock.Advance(5 * time.Minute)
 		if err := monitor(t, m, o); err != nil {
 			t.Fatalf("Monitor after the deep sleep = %v, want a clean stop", err)
+		}
+		if err := m.Destroy(testCtx(t), o, nil); err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	t.Run("SIGTERM ignored: SIGKILL after the stop grace", func(t *testing.T) {
+		// The wall clock: this is the path sleepAfter's stop() takes, end
+		// to end, with a real grace.
+		const grace = 2 * time.Second
+		rt := e.runtime()
+		m := e.manager(rt, map[string]container.ClassConfig{testClass: {Image: e.image, DefaultPort: 8080}},
+			func(c *container.ManagerConfig) { c.Clock, c.StopGrace = clock.Real{}, grace })
+		o := owner("docker-ignores-term")
+		inst := startServing(t, m, o, container.StartOptions{Env: map[string]string{"IGNORE_TERM": "1"}})
+		signalled := time.Now()
+		if err := m.Signal(testCtx(t), o, int(syscall.SIGTERM)); err != nil {
+			t.Fatalf("Signal SIGTERM: %v", err)
+		}
+		echo(t, m, o) // it ignored the SIGTERM and still serves
+		err := monitor(t, m, o)
+		ended := time.Since(signalled)
+		const want = "runtime signalled the container to exit: 137"
+		if err == nil || err.Error() != want {
+			t.Fatalf("Monitor = %v, want exactly %q", err, want)
+		}
+		if ended < grace {
+			t.Fatalf("killed %s after the SIGTERM, before the %s grace", ended, grace)
+		}
+		t.Logf("killed %s after the SIGTERM (grace %s)", ended, grace)
+		got, err := rt.Inspect(testCtx(t), inst.ID)
+		if err != nil || got.Running || got.Exit == nil || got.Exit.Code != 137 {
+			t.Fatalf("the container after the kill: %+v (exit %+v), %v; want it stopped with code 137", got, got.Exit, err)
+		}
+		if !strings.Contains(e.logs.String(), "killed a container that ignored SIGTERM for its stop grace") {
+			t.Error("the kill was not logged")
 		}
 		if err := m.Destroy(testCtx(t), o, nil); err != nil {
 			t.Fatal(err)
