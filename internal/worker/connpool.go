@@ -48,9 +48,15 @@ func (p *connPool) RoundTrip(req *http.Request) (*http.Response, error) {
 	if req.Body != nil && req.Body != http.NoBody {
 		return p.next.RoundTrip(req)
 	}
+	var lost error // why the request failed on a kept-alive connection
 	for {
 		pc, reused, err := p.get(req.Context())
 		if err != nil {
+			if lost != nil && req.Context().Err() == nil {
+				// No new connection to send it again on (the container
+				// died under the request): the break is what it saw.
+				return nil, lost
+			}
 			return nil, err
 		}
 		before := pc.read
@@ -66,6 +72,7 @@ func (p *connPool) RoundTrip(req *http.Request) (*http.Response, error) {
 		if !reused || pc.read != before || req.Context().Err() != nil || !closedIdle(err) || (sent && !replayable(req)) {
 			return nil, err
 		}
+		lost = err
 	}
 }
 

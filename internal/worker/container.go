@@ -65,6 +65,25 @@ type objContainer struct {
 	// egress is closed once the intercept calls made so far are in the
 	// Manager's table (intercept.go); nil when none was made.
 	egress chan struct{}
+	// startErr is why the last start() failed; nil when it succeeded.
+	startErr error
+}
+
+// notRunning gives, for a call that found the container not running
+// because its last start failed, that failure: as on Cloudflare, where the
+// calls after a refused start fail with its error ("there is no container
+// instance…", which @cloudflare/containers matches on).
+func (c *objContainer) notRunning(err error) error {
+	if !errors.Is(err, container.ErrNotRunning) {
+		return err
+	}
+	c.mu.Lock()
+	startErr := c.startErr
+	c.mu.Unlock()
+	if startErr == nil {
+		return err
+	}
+	return startErr
 }
 
 // dropPools closes the idle pooled connections: after a start or an exit
@@ -209,6 +228,12 @@ func (rt *runtime) containerOp(op string, a []any) (any, error) {
 			_, err := c.mgr.Start(c.ctx, c.owner, container.StartOptions{
 				Entrypoint: opts.Entrypoint, Env: opts.Env, EnableInternet: opts.EnableInternet, Labels: opts.Labels,
 			})
+			c.mu.Lock()
+			c.startErr = nil
+			if err != nil && !errors.Is(err, container.ErrAlreadyRunning) {
+				c.startErr = err
+			}
+			c.mu.Unlock()
 			close(done)
 			if err != nil {
 				rt.log.Warn("container start failed", "object", o.label, "err", err)
@@ -341,7 +366,7 @@ func (rt *runtime) dialContainer(ctx context.Context, o *object, port int) (net.
 	}
 	conn, err := c.mgr.Dial(ctx, c.owner, port)
 	if err != nil {
-		return nil, err
+		return nil, c.notRunning(err)
 	}
 	return &keptConn{Conn: conn, release: o.state.KeepAlive()}, nil
 }
@@ -428,7 +453,7 @@ func (rt *runtime) pooledContainerTransport(o *object, port int) *containerRound
 		}
 		release, err := c.mgr.Use(ctx, c.owner)
 		if err != nil {
-			return nil, err
+			return nil, c.notRunning(err)
 		}
 		keep := o.state.KeepAlive()
 		return func() { release(); keep() }, nil

@@ -22,11 +22,34 @@ func (p *program) serve(ctx context.Context, args []string) int {
 	p.routes(mux, args, exitCode)
 	p.outboundRoutes(ctx, mux) // before listening: see $FETCH_AT_BOOT
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	ctl := &control{crash: make(chan int, 1)}
+	if p.env["REQUEST_LOG"] == "1" {
+		ctl.log = &requestLog{}
+		srv.Handler = ctl.log.wrap(mux)
+		srv.ConnContext = ctl.log.connContext
+	}
+	listen := func(port string) (net.Listener, error) {
+		ln, err := p.sys.Listen("tcp", ":"+port)
+		if err == nil && ctl.log != nil {
+			ln = &taggedListener{Listener: ln, port: port}
+		}
+		return ln, err
+	}
+	ctl.listen = func(port string) error {
+		ln, err := listen(port)
+		if err != nil {
+			return err
+		}
+		go func() { _ = srv.Serve(ln) }()
+		p.stdout.println("testapp listening on :" + port)
+		return nil
+	}
+	p.faultRoutes(mux, ctl)
 
 	var listeners []net.Listener
 	for _, port := range ports {
 		port = strings.TrimSpace(port)
-		ln, err := p.sys.Listen("tcp", ":"+port)
+		ln, err := listen(port)
 		if err != nil {
 			p.stderr.println(fmt.Sprintf("testapp: listen on port %q: %v", port, err))
 			for _, l := range listeners {
@@ -55,6 +78,9 @@ func (p *program) serve(ctx context.Context, args []string) int {
 			return 1
 		case code := <-exitCode:
 			shutdown(srv)
+			return code
+		case code := <-ctl.crash:
+			srv.Close()
 			return code
 		case sig := <-p.sys.Signals():
 			if !isTerm(sig) {

@@ -19,6 +19,11 @@
 //	/resolve?host=H      resolves H with the container's DNS (ResolveReply)
 //	/boot-fetch          the FetchReply of a GET of $FETCH_AT_BOOT, made
 //	                     first thing, before any port listens
+//	/crash, /hang, /hangs, /listen, /requests
+//	                     faults and observations: see faultRoutes
+//
+// With REQUEST_LOG=1 it records every request with the port it came in
+// on, for /requests.
 //
 // SIGTERM (or SIGINT) prints "testapp got SIGTERM" and exits with
 // $TERM_EXIT_CODE (default 0), unless IGNORE_TERM=1, when it only prints.

@@ -32,6 +32,7 @@ const RATE_LIMITED = "you are requesting too many containers per second";
 const NOT_LISTENING = "the container is not listening";
 const TARGET_PORT_HEADER = "cf-container-target-port";
 const IDLE_MS = Symbol.for("berth.idleMs"); // on ctx.container: ms idle, -1 while busy
+const PROXY_NOW = Symbol.for("berth.proxyNow"); // see Container[PROXY_NOW]
 const POLL_MS = 300;
 const PORTS_TIMEOUT_MS = 20_000;
 const PING_TIMEOUT_MS = 5_000;
@@ -280,8 +281,11 @@ export class Container extends DurableObject {
     }
   }
 
+  // As the package's, start runs onStart once the container runs, whether
+  // this call started it or not.
   async start(startOptions, waitOptions) {
     await this.#startIfNotRunning(startOptions, waitOptions?.portToCheck ?? this.defaultPort ?? this.requiredPorts?.[0] ?? 33, waitOptions?.signal);
+    await this.ctx.blockConcurrencyWhile(async () => { await this.onStart(); });
   }
 
   // #startIfNotRunning starts the container unless it runs and waits until
@@ -314,11 +318,16 @@ export class Container extends DurableObject {
     const interval = waitInterval ?? POLL_MS;
     const tries = retries ?? Math.ceil(PORTS_TIMEOUT_MS / interval);
     const port = this.container.getTcpPort(portToCheck);
+    let last;
     for (let i = 0; i < tries; i++) {
       if (signal?.aborted) throw new Error("Aborted waiting for the container port");
       if (!this.container.running) {
+        // A start the runtime refused is that refusal (containerFetch maps
+        // it to 503 or 429), not a container that exited.
+        const ended = await this.#monitor?.then(() => null, (e) => e);
+        if (ended && (errorText(ended).includes(NO_INSTANCE) || errorText(ended).includes(RATE_LIMITED))) throw ended;
         const err = new Error(`Container exited before port ${portToCheck} was ready`);
-        await this.onError(err);
+        await this.#reportError(err);
         throw err;
       }
       try {
@@ -329,10 +338,20 @@ export class Container extends DurableObject {
         // Not listening yet, or the container just ended (the next turn
         // sees running turn false): try again.
         if (signal?.aborted) throw e;
+        last = e;
       }
       await new Promise((r) => setTimeout(r, interval));
     }
+    // The package's wording for onError; the error thrown names the port.
+    await this.#reportError(`Failed to verify port ${portToCheck} is available after ${tries * interval}ms, last error: ${last instanceof Error ? last.message : String(last)}`);
     throw new Error(`Container did not listen on port ${portToCheck} in time`);
+  }
+
+  // #reportError hands a failure to wait for the container to onError; what
+  // onError throws is dropped, as the package drops it: the caller throws
+  // the failure itself.
+  async #reportError(err) {
+    try { await this.onError(err); } catch { /* the caller throws err */ }
   }
 
   async startAndWaitForPorts(portsOrArgs, cancellationOptions, startOptions) {
@@ -343,10 +362,14 @@ export class Container extends DurableObject {
     const list = ports === undefined ? (this.requiredPorts ?? (this.defaultPort !== undefined ? [this.defaultPort] : [])) : [].concat(ports);
     if (list.length === 0) throw new Error("No ports to wait for: set defaultPort or requiredPorts, or pass ports");
     const started = await this.#startIfNotRunning(startOptions, list[0], cancellationOptions?.abort);
+    // portReadyTimeoutMS is one budget of tries for all the ports, as in
+    // the package.
+    const interval = cancellationOptions?.waitInterval ?? POLL_MS;
+    let tries = Math.ceil((cancellationOptions?.portReadyTimeoutMS ?? PORTS_TIMEOUT_MS) / interval);
     this.#inflight++; // the wait for the ports counts as a request
     try {
       for (const port of list) {
-        await this.waitForPort({ portToCheck: port, signal: cancellationOptions?.abort, waitInterval: cancellationOptions?.waitInterval });
+        tries = await this.waitForPort({ portToCheck: port, signal: cancellationOptions?.abort, waitInterval: interval, retries: Math.max(tries, 1) });
       }
     } finally {
       this.#inflight--;
@@ -503,12 +526,14 @@ export class Container extends DurableObject {
 
   // ---- requests ----
   // Not async: the promise containerFetch returns is the answer, without
-  // the turns an async function's return of a promise costs.
+  // the turns an async function's return of a promise costs. A healthy
+  // container with the class's own containerFetch is proxied to at once.
   fetch(request) {
     try {
       const header = request.headers.get(TARGET_PORT_HEADER);
       const port = header ? Number(header) : this.defaultPort;
       if (port === undefined) throw new Error("No port configured for this container. Set the `defaultPort` in your Container subclass, or specify a port with `container.fetch(switchPort(request, port))`.");
+      if (this.containerFetch === ownContainerFetch && this.#healthy()) return this.#proxy(request, port);
       return Promise.resolve(this.containerFetch(request, port));
     } catch (e) {
       return Promise.reject(e);
@@ -526,8 +551,8 @@ export class Container extends DurableObject {
     }
     port ??= this.defaultPort;
     if (port === undefined) throw new Error("No port specified for the container fetch");
-    const state = this.#state ?? await this.getState();
-    if (!this.container.running || state.status !== "healthy") {
+    if (this.#state === null) await this.getState();
+    if (!this.#healthy()) {
       try {
         await this.startAndWaitForPorts(port, { abort: request.signal });
       } catch (e) {
@@ -537,20 +562,44 @@ export class Container extends DurableObject {
         return new Response(`Failed to start container: ${e instanceof Error ? e.message : String(e)}`, { status: 500 });
       }
     }
+    return this.#proxy(request, port);
+  }
+
+  #healthy() { return this.#state !== null && this.#state.status === "healthy" && this.container.running; }
+
+  // [PROXY_NOW] is what fetch(request) does when no code of a subclass can
+  // see the request or the response: the class's own fetch and
+  // containerFetch, a healthy container, no target port header. The
+  // runtime's stub.fetch in the same runtime then hands over the caller's
+  // request and the container's response as they are, instead of a copy
+  // each way. null: take the long way. flat: the request's headers in wire
+  // form.
+  [PROXY_NOW](request, flat) {
+    if (this.fetch !== ownFetch || this.containerFetch !== ownContainerFetch || this.defaultPort === undefined ||
+      !this.#healthy() || globalThis.__berth.hasFlat(flat, TARGET_PORT_HEADER)) return null;
+    return this.#proxy(request, this.defaultPort);
+  }
+
+  // #proxy sends request to port and answers with the container's response,
+  // whose body (or WebSocket) passes through untouched: the runtime counts
+  // the container busy until it has ended, and the alarm asks it.
+  #proxy(request, port) {
     this.renewActivityTimeout();
     this.#inflight++;
-    let res;
+    let answer;
     try {
-      res = await this.container.getTcpPort(port).fetch(request.url.replace("https:", "http:"), request);
+      answer = this.container.getTcpPort(port).fetch(request.url.replace("https:", "http:"), request);
     } catch (e) {
+      answer = Promise.reject(e);
+    }
+    return answer.then((res) => {
+      this.#inflight--;
+      this.renewActivityTimeout();
+      return res;
+    }, (e) => {
       this.#inflight--;
       return new Response(`Error proxying request to container: ${e instanceof Error ? e.message : String(e)}`, { status: 500 });
-    }
-    // The body (or WebSocket) passes through untouched; the runtime counts
-    // the container busy until it has ended, and the alarm asks it.
-    this.#inflight--;
-    this.renewActivityTimeout();
-    return res;
+    });
   }
 
   // ---- schedules ----
@@ -653,6 +702,9 @@ export class Container extends DurableObject {
     await this.ctx.storage.setAlarm(Math.min(Math.max(this.#sleepAfterMs, Date.now() + 200), Date.now() + 1000, next));
   }
 }
+// A subclass that overrides fetch or containerFetch gets its requests
+// through it.
+const ownFetch = Container.prototype.fetch, ownContainerFetch = Container.prototype.containerFetch;
 
 export function getContainer(binding, name = "cf-singleton-container") {
   return binding.get(binding.idFromName(name));

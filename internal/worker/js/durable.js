@@ -253,21 +253,36 @@
     return v;
   }
 
+  // A stub's own properties are id, name, fetch and connect; any other
+  // name is an RPC method, which a Proxy one step up its prototype chain
+  // (one per class) makes. Reading stub.fetch, the common case, then
+  // passes no trap, and making a stub makes no Proxy.
+  const stubId = Symbol("stubId");
+  const stubProtos = new Map();
+  function stubProto(cls) {
+    let proto = stubProtos.get(cls);
+    if (proto === undefined) {
+      proto = new Proxy(Object.create(null), {
+        get(t, p, receiver) {
+          if (typeof p !== "string" || p === "then") return undefined; // not a thenable
+          const id = receiver[stubId];
+          return (...args) => callObject(cls, id, p, args);
+        },
+      });
+      stubProtos.set(cls, proto);
+    }
+    return proto;
+  }
   function makeStub(cls, id) {
     const target = cls + "\n" + id.toString() + "\n" + (id.name ?? "");
-    const base = Object.create(null);
-    base.id = id;
-    base.name = id.name;
-    base.fetch = (input, init) => B.fetchTo(target, input, init);
-    base[Symbol.for("berth.fetchTarget")] = target; // a Fetcher for interception (intercept.js)
-    base.connect = () => { throw new TypeError("connect() on a Durable Object stub is not supported by berth"); };
-    return new Proxy(base, {
-      get(t, p) {
-        if (p in t) return t[p];
-        if (typeof p !== "string" || p === "then") return undefined; // not a thenable
-        return (...args) => callObject(cls, id, p, args);
-      },
-    });
+    const stub = Object.create(stubProto(cls));
+    stub[stubId] = id;
+    stub.id = id;
+    stub.name = id.name;
+    stub.fetch = (input, init) => B.fetchTo(target, input, init);
+    stub[Symbol.for("berth.fetchTarget")] = target; // a Fetcher for interception (intercept.js)
+    stub.connect = () => { throw new TypeError("connect() on a Durable Object stub is not supported by berth"); };
+    return stub;
   }
 
   // ---- live objects (the object's side) ----------------------------------------
@@ -874,6 +889,10 @@
     // The object's own tag, as for RPC calls (objectTag in Go): stopping
     // the calling request must not cut off the object's handler.
     const url = req.url, caller = B.tag, tag = caller + ">" + got.slice(sp2 + 1);
+    if (!rec.blocked && !rec.queue.length && !rec.broken && typeof rec.instance[proxyNow] === "function") {
+      const fast = proxyNowFetch(rec, req, flat, url, hold, caller, tag);
+      if (fast !== null) return fast;
+    }
     const objReq = B.objectRequest(req, flat);
     return new Promise((resolve, reject) => {
       deliver(rec, () => {
@@ -901,6 +920,34 @@
       });
     });
   };
+
+  // proxyNowFetch is localFetch to berth's Container class when the class
+  // can proxy the request at once (its [PROXY_NOW]): no subclass code sees
+  // the request or the response, so the caller's request goes to the
+  // container and the container's response comes back without the copies
+  // a handler's request and response need. null when it cannot.
+  const proxyNow = Symbol.for("berth.proxyNow");
+  function proxyNowFetch(rec, req, flat, url, hold, caller, tag) {
+    B.tag = tag;
+    let p;
+    try {
+      p = rec.instance[proxyNow](req, flat);
+    } catch (e) {
+      p = Promise.reject(e);
+    }
+    B.tag = caller;
+    if (p === null) return null;
+    return p.then((res) => {
+      host("doLocalEnd", hold);
+      B.tag = caller;
+      return B.rehomeResponse(res, url);
+    }, (e) => {
+      host("doLocalEnd", hold);
+      B.log("error")("uncaught exception in fetch handler", e);
+      B.tag = caller;
+      throw B.remoteError(errText(e));
+    });
+  }
 
   g.__berth_do_fetch = (objID, id, tag, method, url, headers, bodyHandle, canonical) => {
     const rec = objects.get(objID);

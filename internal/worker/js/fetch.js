@@ -660,34 +660,42 @@
     } catch (e) {
       return Promise.reject(e);
     }
+    // hostAsyncId reports a failure to start as a rejection, not a throw.
+    const op = B.hostAsyncId("fetch", req.method, url, requestFlatHeaders(req), body, req.redirect, B.tag, target);
+    // Without a signal or a stream to pump, Go's promise needs no wrapper.
+    if (!signal && !stream) return op.promise.then((v) => fetchedResponse(v, req, url, target), (e) => { throw fetchFailure(e); });
     return new Promise((resolve, reject) => {
-      const { id, promise: p } = B.hostAsyncId("fetch", req.method, url, requestFlatHeaders(req), body, req.redirect, B.tag, target);
+      const id = op.id, p = op.promise;
       if (stream) pumpSink(id, stream);
       const onAbort = () => { B.cancelOp(id); host("abortFetch", id); reject(signal.reason); };
       if (signal) signal.addEventListener("abort", onAbort, { once: true });
-      // Indexing, not array destructuring: that goes through the iterator
-      // protocol, several times slower in an interpreter.
       p.then((v) => {
-        const status = v[0], statusText = v[1], headers = v[2], handle = v[3], finalURL = v[4], redirected = v[5], socket = v[6];
         if (signal) signal.removeEventListener("abort", onAbort);
-        if (socket) {
-          const h = headersFromFlat(headers, "immutable");
-          const ws = B.wsFromHost(socket, url, h.get("sec-websocket-protocol"));
-          resolve(markFetched(new Response(null, { status: 101, statusText, headers: h, webSocket: ws }), url, false));
-          return;
-        }
-        const noBody = nullBodyStatus.includes(status) || req.method === "HEAD";
-        if (noBody && handle) host("closeBody", handle);
-        const r = makeResponse(status, statusText, headers, noBody || !handle ? null : { hostBody: handle });
-        // A container's response can tell when its body has ended, wherever
-        // it went (bodyEndKey), without piping the body through JavaScript.
-        if (!noBody && handle && target.startsWith("@ct\n")) r[ctBodyKey] = handle;
-        resolve(markFetched(r, finalURL, redirected));
+        resolve(fetchedResponse(v, req, url, target));
       }, (e) => {
         if (signal) signal.removeEventListener("abort", onAbort);
-        reject(e instanceof TypeError && e.message.startsWith(remoteErrorMark) ? B.remoteError(e.message.slice(remoteErrorMark.length)) : e);
+        reject(fetchFailure(e));
       });
     });
+  }
+  const fetchFailure = (e) => e instanceof TypeError && e.message.startsWith(remoteErrorMark) ? B.remoteError(e.message.slice(remoteErrorMark.length)) : e;
+  // fetchedResponse is the Response of what Go's fetch settled with.
+  // Indexing, not array destructuring: that goes through the iterator
+  // protocol, several times slower in an interpreter.
+  function fetchedResponse(v, req, url, target) {
+    const status = v[0], statusText = v[1], headers = v[2], handle = v[3], finalURL = v[4], redirected = v[5], socket = v[6];
+    if (socket) {
+      const h = headersFromFlat(headers, "immutable");
+      const ws = B.wsFromHost(socket, url, h.get("sec-websocket-protocol"));
+      return markFetched(new Response(null, { status: 101, statusText, headers: h, webSocket: ws }), url, false);
+    }
+    const noBody = nullBodyStatus.includes(status) || req.method === "HEAD";
+    if (noBody && handle) host("closeBody", handle);
+    const r = makeResponse(status, statusText, headers, noBody || !handle ? null : { hostBody: handle });
+    // A container's response can tell when its body has ended, wherever
+    // it went (bodyEndKey), without piping the body through JavaScript.
+    if (!noBody && handle && target.startsWith("@ct\n")) r[ctBodyKey] = handle;
+    return markFetched(r, finalURL, redirected);
   }
 
   // ---- crypto ---------------------------------------------------------------------------------------------
@@ -854,6 +862,10 @@
     if (res[ctBodyKey] !== undefined) { out[ctBodyKey] = res[ctBodyKey]; if (res[bodyEndPromise]) out[bodyEndPromise] = res[bodyEndPromise]; }
     return markFetched(out, url, false);
   };
+  // rehomeResponse is adoptResponse for a response no script has seen (a
+  // container's, passed on by berth's Container class): the same object,
+  // now answering for url.
+  B.rehomeResponse = (res, url) => markFetched(res, url, false);
   B.hostStream = hostStream;
 
   // ---- the Worker: module and dispatch ----------------------------------------------------------------------------
