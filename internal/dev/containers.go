@@ -7,6 +7,7 @@ import (
 	"io"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -58,22 +59,20 @@ func (s *Server) openContainers(ctx context.Context) error {
 			return fail(".instance_type", "%v", err)
 		}
 		fmt.Fprintf(s.opts.Out, "Preparing the container image of %s (%s)…\n", cls, ct.Image)
+		repo := "berth-dev/" + imageRepoName(s.appName()+"-"+cls)
 		img, err := container.PrepareImage(ctx, rt, container.ImageSource{
 			Image:    ct.Image,
 			BaseDir:  s.cfg.Dir,
 			Context:  ct.ImageBuildContext,
 			Args:     ct.ImageVars,
-			Repo:     "berth-dev/" + imageRepoName(s.appName()+"-"+cls),
+			Repo:     repo,
 			Labels:   s.opts.ContainerLabels,
 			Progress: &prefixWriter{w: s.opts.Out, prefix: "  │ "},
 		})
 		if err != nil {
 			return fail(".image", "%v", err)
 		}
-		ref := img.ID
-		if len(img.Refs) > 0 {
-			ref = img.Refs[0]
-		}
+		ref := imageRef(img, repo, ct.Image)
 		fmt.Fprintf(s.opts.Out, "Container image of %s: %s\n", cls, ref)
 		cc := container.ClassConfig{Image: ref, Limits: it.Limits()}
 		switch {
@@ -105,9 +104,11 @@ func (s *Server) openContainers(ctx context.Context) error {
 		s.containerClasses = append(s.containerClasses, cls)
 	}
 	// A container whose object still exists (has storage) is taken over;
-	// the rest are removed.
+	// the rest are removed. Containers are labelled with the class's name,
+	// storage is kept under its identity (its first name, through
+	// renamed_classes).
 	attached, err := mgr.Recover(ctx, func(o container.Owner) bool {
-		ok, err := s.store.Exists(storage.ObjectKey{Namespace: o.Class, ID: o.Object})
+		ok, err := s.store.Exists(storage.ObjectKey{Namespace: s.cfg.ClassIdentity(o.Class), ID: o.Object})
 		return err == nil && ok
 	})
 	if err != nil {
@@ -213,4 +214,22 @@ func (p *prefixWriter) Write(b []byte) (int, error) {
 		return 0, err
 	}
 	return len(b), nil
+}
+
+// imageRef names img for the class's containers: its tag in repo (what
+// berth built), else the reference the config gave, else its ID. Not just
+// any of its tags: the same image may carry another app's tag, which that
+// app may remove while this one runs.
+func imageRef(img container.Image, repo, configured string) string {
+	for _, r := range img.Refs {
+		if strings.HasPrefix(r, repo+":") {
+			return r
+		}
+	}
+	for _, r := range []string{configured, configured + ":latest"} {
+		if slices.Contains(img.Refs, r) {
+			return r
+		}
+	}
+	return img.ID
 }

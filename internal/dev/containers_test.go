@@ -250,3 +250,24 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+func TestImageRef(t *testing.T) {
+	const repo = "berth-dev/app-box"
+	for _, c := range []struct {
+		name       string
+		refs       []string
+		configured string
+		want       string
+	}{
+		{"own tag before another app's", []string{"berth-dev/other-box:c0ffee", repo + ":c0ffee"}, "./Dockerfile", repo + ":c0ffee"},
+		{"another app's tag only", []string{"berth-dev/other-box:c0ffee"}, "./Dockerfile", "sha256:1"},
+		{"the configured reference", []string{"registry.local/x:1", "example/y:2"}, "example/y:2", "example/y:2"},
+		{"the configured reference without a tag", []string{"example/y:latest"}, "example/y", "example/y:latest"},
+		{"no tags", nil, "./Dockerfile", "sha256:1"},
+	} {
+		img := container.Image{ID: "sha256:1", Refs: c.refs}
+		if got := imageRef(img, repo, c.configured); got != c.want {
+			t.Errorf("%s: imageRef = %q, want %q", c.name, got, c.want)
+		}
+	}
+}
