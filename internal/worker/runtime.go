@@ -256,6 +256,12 @@ func (rt *runtime) init(code [][]byte, env string) error {
 	if err := eng.Register("__berth_host", rt.host); err != nil {
 		return fail(err)
 	}
+	// Date.now from the runtime's clock: the engine's own asks the kernel
+	// (a system call through the C library), the Go clock reads the vDSO.
+	dateNow := func([]any) (any, error) { return float64(rt.cfg.Clock.Now().UnixMilli()), nil }
+	if err := eng.Register("__berth_dateNow", dateNow); err != nil {
+		return fail(err)
+	}
 	// Start-up is no request's and runs unmetered; from then on JavaScript
 	// is charged to the request whose tag it runs under (limits.go).
 	rt.untracked = jsengine.Account{Limit: rt.cfg.CPULimit, PerTurn: true, OnExceeded: rt.untrackedExceeded}

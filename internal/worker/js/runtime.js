@@ -213,6 +213,9 @@
   });
 
   // ---- performance, navigator ---------------------------------------------------
+  const dateNow = g.__berth_dateNow;
+  delete g.__berth_dateNow;
+  Object.defineProperty(Date, "now", { value: function now() { return dateNow(); }, writable: true, configurable: true, enumerable: false });
   define("performance", { now: () => host("now"), timeOrigin: Date.now() });
   define("navigator", { userAgent: "Cloudflare-Workers", hardwareConcurrency: 1, language: "en" });
 
