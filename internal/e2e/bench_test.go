@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -116,11 +117,22 @@ func benchExample(t *testing.T, instanceType string) {
 	for _, conns := range []int{2, 8} {
 		opts := loadgen.Options{Connections: conns, Duration: 5 * time.Second, Warmup: time.Second}
 		opts.URL = p.url + "/instance/warm"
+		cpuAfterWarmup := make(chan time.Duration, 1)
+		go func() {
+			time.Sleep(opts.Warmup)
+			cpuAfterWarmup <- processCPU(t, p.cmd.Process.Pid)
+		}()
 		viaBerth, err := loadgen.Run(ctx, opts)
 		if err != nil || viaBerth.Errors > 0 {
 			t.Fatalf("berth at %d connections: %v, %d errors, first: %v", conns, err, viaBerth.Errors, viaBerth.FirstError)
 		}
-		t.Logf("warm, %d connections: berth dev %s", conns, viaBerth)
+		// berth's own CPU time per request, from its process's counters
+		// (10 ms ticks) over the measured part of the run: with the
+		// machine's cores busy, each request's share of the added latency
+		// follows from it (see docs/benchmarks.md).
+		cpu := processCPU(t, p.cmd.Process.Pid) - <-cpuAfterWarmup
+		t.Logf("warm, %d connections: berth dev %s; berth's CPU time %.0f µs a request", conns, viaBerth,
+			float64(cpu)/float64(time.Microsecond)/float64(viaBerth.Requests))
 		for i, d := range directs {
 			opts.URL = urls[i]
 			viaDirect, err := loadgen.Run(ctx, opts)
@@ -133,6 +145,32 @@ func benchExample(t *testing.T, instanceType string) {
 		}
 	}
 	app.stopAndCheckGone(t, p)
+}
+
+// processCPU is the user and system CPU time process pid has used, from
+// /proc (in clock ticks of 10 ms, USER_HZ on Linux).
+func processCPU(t *testing.T, pid int) time.Duration {
+	t.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatalf("CPU time of berth: %v", err)
+	}
+	// The fields after the command name, which is in parentheses and may
+	// hold spaces: utime and stime are the 14th and 15th of the line.
+	s := string(data)
+	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(fields) < 13 {
+		t.Fatalf("CPU time of berth: /proc/%d/stat has %d fields after the name", pid, len(fields))
+	}
+	var ticks int64
+	for _, f := range fields[11:13] {
+		n, err := strconv.ParseInt(f, 10, 64)
+		if err != nil {
+			t.Fatalf("CPU time of berth: /proc/%d/stat: %v", pid, err)
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * 10 * time.Millisecond
 }
 
 // coldBerth times the first request to a name no object had.
