@@ -358,6 +358,18 @@ func (s *Store) Alarms(until time.Time) ([]Alarm, error) {
 	}
 	var out []Alarm
 	for _, c := range candidates {
+		// An entry may outlive its object's file (removed while berth was
+		// down): drop it rather than open, and so create, the object.
+		exists, err := s.Exists(c.Key)
+		if err != nil {
+			return nil, fmt.Errorf("list alarms: %w", err)
+		}
+		if !exists {
+			if err := s.alarms.set(c.Key, 0, false); err != nil {
+				return nil, fmt.Errorf("list alarms: drop the entry of missing object %s: %w", c.Key, err)
+			}
+			continue
+		}
 		db, err := s.Object(c.Key)
 		if err != nil {
 			return nil, fmt.Errorf("list alarms: %w", err)

@@ -270,6 +270,10 @@ func TestStoreAlarmIndexRepair(t *testing.T) {
 	if fmt.Sprint(cands) != fmt.Sprint([]Alarm{{key("late"), testTime(50)}}) {
 		t.Fatalf("index not repaired: %v", cands)
 	}
+	// The ghost's entry went without creating the object.
+	if ok, err := s.Exists(key("ghost")); ok || err != nil {
+		t.Fatalf("Exists(ghost) after Alarms = %v, %v; want false", ok, err)
+	}
 	// Index lost entirely: opening the object restores its entry.
 	s.Close()
 	os.Remove(filepath.Join(dir, "alarms.sqlite"))
