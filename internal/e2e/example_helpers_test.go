@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	cerrdefs "github.com/containerd/errdefs"
 	"github.com/moby/moby/client"
 
 	"github.com/berth-dev/berth/internal/config"
@@ -180,10 +181,29 @@ func (a *exampleApp) removeAll(t *testing.T) {
 		t.Errorf("cleanup: list images: %v", err)
 		return
 	}
-	for _, img := range images.Items {
-		if _, err := a.api.ImageRemove(ctx, img.ID, client.ImageRemoveOptions{Force: true, PruneChildren: true}); err != nil {
-			t.Errorf("cleanup: remove image %s %v: %v", img.ID, img.RepoTags, err)
+	// An image built on another of the run's (a Dockerfile that grew a
+	// step) is its child, and the engine removes a parent only after its
+	// children: remove in passes until a pass removes nothing.
+	left := images.Items
+	for len(left) > 0 {
+		var failed []error
+		kept := left[:0:0]
+		for _, img := range left {
+			if _, err := a.api.ImageRemove(ctx, img.ID, client.ImageRemoveOptions{Force: true, PruneChildren: true}); err != nil {
+				if cerrdefs.IsNotFound(err) {
+					continue // removed with a child
+				}
+				kept = append(kept, img)
+				failed = append(failed, fmt.Errorf("remove image %s %v: %w", img.ID, img.RepoTags, err))
+			}
 		}
+		if len(kept) == len(left) {
+			for _, err := range failed {
+				t.Errorf("cleanup: %v", err)
+			}
+			return
+		}
+		left = kept
 	}
 }
 
