@@ -42,6 +42,14 @@ func BenchmarkURLPathname(b *testing.B) {
 	benchWorker(b, `export default { fetch(req) { return new Response(new URL(req.url).pathname); } };`, "/a/b?c=d", "/a/b")
 }
 
+// BenchmarkResponseHeaders is hello world with a headers object, as most
+// JSON and HTML answers are made.
+func BenchmarkResponseHeaders(b *testing.B) {
+	benchWorker(b, `export default { fetch() {
+  return new Response("ok", { headers: { "content-type": "text/plain", "cache-control": "no-store" } });
+} };`, "/", "ok")
+}
+
 func BenchmarkRouter(b *testing.B) {
 	benchWorker(b, routerScript, "/api/users?id=42", `{"id":42,"name":"user42","tags":["a","b"]}`)
 }

@@ -225,7 +225,7 @@
     // Internal: flat "name\nvalue\n…" for Go, and guards.
     static [guardKey](h, guard) { h.#guard = guard; return h; }
     static _addTrusted(h, name, value) { h.#list.push([name, value]); }
-    static _flat(h) { let s = ""; for (const e of h.#list) s += e[0] + "\n" + e[1] + "\n"; return s; }
+    static _flat(h) { const l = h.#list; let s = ""; for (let i = 0; i < l.length; i++) s += l[i][0] + "\n" + l[i][1] + "\n"; return s; }
     static _fromFlat(flat, guard) {
       const h = new Headers();
       if (flat) { const p = flat.split("\n"); for (let i = 0; i + 1 < p.length; i += 2) h.#list.push([p[i], p[i + 1]]); }
