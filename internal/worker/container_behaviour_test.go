@@ -629,6 +629,40 @@ func (e *classEnv) expireAfter(name string, owner container.Owner) {
 	waitFor(e.t, name+"'s container to stop sleepAfter after its stream ended", func() bool { return !e.m.Running(owner) })
 }
 
+// TestContainerClassAlarmCadence: an idle container's alarm comes back when
+// sleepAfter runs out, not every second (each setAlarm is a durable
+// write), and a container that exits gets its onStop at once, not at that
+// alarm.
+func TestContainerClassAlarmCadence(t *testing.T) {
+	e := newClassEnv(t, nil)
+	if code, b := e.get("WEB", "c", "/echo"); code != 200 {
+		t.Fatalf("first request: %d %s", code, b)
+	}
+	deadline := e.clk.Now().Add(5 * time.Second).UnixMilli() // sleepAfter 5 s
+	e.step("WEB", "c", time.Second)                             // the alarm the start set
+	var at *float64
+	e.call(&at, "WEB", "c", "alarmAt")
+	if at == nil {
+		t.Fatalf("no alarm for an idle container, want one at its sleepAfter deadline %d", deadline)
+	}
+	if int64(*at) < deadline-10 || int64(*at) > deadline+10 {
+		t.Fatalf("alarm of an idle container at %.0f, want at its sleepAfter deadline %d", *at, deadline)
+	}
+	runs := 0
+	e.call(&runs, "WEB", "c", "getAlarmRuns")
+
+	// The container exits by itself: onStop comes without the clock moving.
+	owner := e.owner("WEB", "c")
+	if code, b := e.get("WEB", "c", "/exit?code=0"); code != 200 && code != 500 {
+		t.Fatalf("exit request: %d %s", code, b)
+	}
+	waitFor(t, "the container to end", func() bool { return !e.m.Running(owner) })
+	waitFor(t, "onStop after the container exited", func() bool { return countHook(e.events("WEB", "c"), "stop") == 1 })
+	if ev := e.events("WEB", "c"); ev[len(ev)-1].Params == nil || ev[len(ev)-1].Params.ExitCode != 0 {
+		t.Fatalf("events after the exit: %+v, want onStop({exitCode: 0}) last", ev)
+	}
+}
+
 // TestContainerClassActivityBody: a response body still streaming is
 // activity: the container runs past sleepAfter while it streams and stops
 // sleepAfter after it ended.

@@ -34,6 +34,7 @@ const TARGET_PORT_HEADER = "cf-container-target-port";
 const IDLE_MS = Symbol.for("berth.idleMs"); // on ctx.container: ms idle, -1 while busy
 const PROXY_NOW = Symbol.for("berth.proxyNow"); // see Container[PROXY_NOW]
 const POLL_MS = 300;
+const BUSY_POLL_MS = 5_000; // how often the alarm looks at a busy container
 const PORTS_TIMEOUT_MS = 20_000;
 const PING_TIMEOUT_MS = 5_000;
 const signalNumbers = { SIGINT: 2, SIGTERM: 15, SIGKILL: 9 };
@@ -265,6 +266,10 @@ export class Container extends DurableObject {
       if (code !== null) { await this.ctx.blockConcurrencyWhile(() => this.#setState("stopped_with_code", code)); return; }
       await this.ctx.blockConcurrencyWhile(() => this.#setState("stopped"));
       if (!errorText(error).includes(NO_INSTANCE)) { try { await this.onError(error); } catch { /* the default rethrows */ } }
+    }).then(async () => {
+      // The alarm reports the stop (onStop) now, as the package's, which
+      // its monitor wakes, does; it is not due before sleepAfter otherwise.
+      if (this.#monitor === monitor) await this.ctx.storage.setAlarm(Date.now());
     }).catch((error) => {
       // A container that outlives its object's reset (berth shutting down,
       // a reload) has no storage left to record its stop in.
@@ -697,9 +702,15 @@ export class Container extends DurableObject {
       await this.#setAlarmWithin(1000);
       return;
     }
-    // Checked every second at most: a request may have renewed the
-    // timeout meanwhile, and the container may have stopped.
-    await this.ctx.storage.setAlarm(Math.min(Math.max(this.#sleepAfterMs, Date.now() + 200), Date.now() + 1000, next));
+    // Idle: the alarm comes back when the timeout runs out, unless a
+    // request renews it first (then it goes again). Busy (requests in
+    // flight, open streams or WebSockets, whose end the runtime knows only
+    // when asked): again after at most BUSY_POLL_MS. Each setAlarm is a
+    // durable write, so not every second for every object.
+    const now = Date.now();
+    const busy = idleMs < 0 || this.#inflight > 0 || this.#startInFlight;
+    const due = busy ? now + Math.min(BUSY_POLL_MS, this.#sleepAfterSpan()) : Math.max(this.#sleepAfterMs, now + 200);
+    await this.ctx.storage.setAlarm(Math.min(due, next));
   }
 }
 // A subclass that overrides fetch or containerFetch gets its requests
