@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -162,9 +163,51 @@ type Limits struct {
 
 // Dev is the dev section: defaults for `berth dev` flags.
 type Dev struct {
-	IP               string `json:"ip"`
-	Port             int    `json:"port"`
-	EnableContainers *bool  `json:"enable_containers"`
+	IP               string          `json:"ip"`
+	Port             int             `json:"port"`
+	EnableContainers *bool           `json:"enable_containers"`
+	ContainerEngine  ContainerEngine `json:"container_engine"`
+}
+
+// ContainerEngine is dev.container_engine: the socket of the Docker engine
+// that runs the containers, given as a string ("unix:///var/run/docker.sock")
+// or as {localDocker: {socketPath}}. Empty means the environment decides.
+type ContainerEngine struct {
+	Socket string
+	// invalid is a value of neither form, which validation reports with
+	// its key (an error from UnmarshalJSON would not name it).
+	invalid string
+}
+
+// EngineHost returns socket as the engine address the Docker client takes:
+// unix:// or tcp:// as given, a bare absolute path as a unix socket.
+func EngineHost(socket string) (string, error) {
+	if strings.HasPrefix(socket, "/") {
+		return "unix://" + socket, nil
+	}
+	u, err := url.Parse(socket)
+	if err != nil || (u.Scheme != "unix" && u.Scheme != "tcp") || (u.Scheme == "unix" && u.Path == "") || (u.Scheme == "tcp" && u.Host == "") {
+		return "", fmt.Errorf("%q: want unix:///path/to/docker.sock, tcp://host:port or an absolute socket path", socket)
+	}
+	return socket, nil
+}
+
+// UnmarshalJSON accepts both of wrangler's forms.
+func (e *ContainerEngine) UnmarshalJSON(b []byte) error {
+	if len(b) > 0 && b[0] == '"' {
+		return json.Unmarshal(b, &e.Socket)
+	}
+	var local struct {
+		LocalDocker *struct {
+			SocketPath string `json:"socketPath"`
+		} `json:"localDocker"`
+	}
+	if err := json.Unmarshal(b, &local); err != nil || local.LocalDocker == nil {
+		e.invalid = string(b)
+		return nil
+	}
+	e.Socket = local.LocalDocker.SocketPath
+	return nil
 }
 
 // Find returns the config file in dir, trying FileNames in order.

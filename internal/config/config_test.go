@@ -118,6 +118,10 @@ func TestErrorsNameFileLineAndKey(t *testing.T) {
 			[]string{"/proj/wrangler.toml:2", "syntax"}},
 		{"date", "wrangler.json", `{"compatibility_date": "yesterday"}`,
 			[]string{"compatibility_date", "YYYY-MM-DD"}},
+		{"container engine scheme", "wrangler.json", `{"dev": {"container_engine": "ssh://host"}}`,
+			[]string{"dev.container_engine", `"ssh://host"`, "unix://"}},
+		{"container engine shape", "wrangler.jsonc", "{\n  \"dev\": {\n    \"container_engine\": {\"podman\": {}}\n  }\n}",
+			[]string{"/proj/wrangler.jsonc:3", "container_engine", "localDocker"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := parse(t, tc.file, tc.text)
@@ -131,6 +135,27 @@ func TestErrorsNameFileLineAndKey(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestContainerEngine(t *testing.T) {
+	for _, tc := range []struct{ name, text, want string }{
+		{"socket string", `{"dev": {"container_engine": "unix:///run/podman/podman.sock"}}`, "unix:///run/podman/podman.sock"},
+		{"localDocker", `{"dev": {"container_engine": {"localDocker": {"socketPath": "/var/run/docker.sock"}}}}`, "unix:///var/run/docker.sock"},
+		{"tcp", "[dev]\ncontainer_engine = \"tcp://127.0.0.1:2375\"\n", "tcp://127.0.0.1:2375"},
+		{"absent", `{}`, ""},
+	} {
+		file := "wrangler.json"
+		if strings.HasPrefix(tc.text, "[") {
+			file = "wrangler.toml"
+		}
+		cfg, err := parse(t, file, tc.text)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if got := cfg.Dev.ContainerEngine.Socket; got != tc.want {
+			t.Errorf("%s: container engine %q, want %q", tc.name, got, tc.want)
+		}
 	}
 }
 

@@ -29,6 +29,16 @@ func (c *Config) validate(s *source) error {
 	if c.Dev.IP != "" && net.ParseIP(c.Dev.IP) == nil && c.Dev.IP != "localhost" {
 		return s.errorf("dev.ip", "%q: want an IP address", c.Dev.IP)
 	}
+	if v := c.Dev.ContainerEngine.invalid; v != "" {
+		return s.errorf("dev.container_engine", `%s: want a socket such as "unix:///var/run/docker.sock" or {"localDocker": {"socketPath": …}}`, v)
+	}
+	if sock := c.Dev.ContainerEngine.Socket; sock != "" {
+		host, err := EngineHost(sock)
+		if err != nil {
+			return s.errorf("dev.container_engine", "%v", err)
+		}
+		c.Dev.ContainerEngine.Socket = host
+	}
 	for name := range c.Vars {
 		if !jsIdentifier.MatchString(name) {
 			return s.errorf("vars."+name, "%q is not a valid binding name", name)

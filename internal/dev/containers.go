@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -37,7 +38,11 @@ func (s *Server) openContainers(ctx context.Context) error {
 	}
 	rt := s.opts.ContainerRuntime
 	if rt == nil {
-		d, err := docker.New(docker.Options{Logger: s.log, EgressCADir: s.egressCADir()})
+		host, err := engineHost(s.cfg.Dev.ContainerEngine.Socket, os.Getenv)
+		if err != nil {
+			return fmt.Errorf("containers: %w", err)
+		}
+		d, err := docker.New(docker.Options{Host: host, Logger: s.log, EgressCADir: s.egressCADir()})
 		if err != nil {
 			return fmt.Errorf("containers: connect to docker: %w", err)
 		}
@@ -69,6 +74,10 @@ func (s *Server) openContainers(ctx context.Context) error {
 			Labels:   s.opts.ContainerLabels,
 			Progress: &prefixWriter{w: s.opts.Out, prefix: "  │ "},
 		})
+		if errors.Is(err, container.ErrUnavailable) {
+			// Not the image's fault: say where the engine was looked for.
+			return fmt.Errorf("containers: the Docker engine is not reachable (dev.container_engine, $WRANGLER_DOCKER_HOST or $DOCKER_HOST choose it; --enable-containers=false runs without containers): %w", err)
+		}
 		if err != nil {
 			return fail(".image", "%v", err)
 		}
@@ -214,6 +223,23 @@ func (p *prefixWriter) Write(b []byte) (int, error) {
 		return 0, err
 	}
 	return len(b), nil
+}
+
+// engineHost is the Docker engine to use, as wrangler finds it: the
+// config's dev.container_engine, else $WRANGLER_DOCKER_HOST; "" leaves it
+// to the Docker client ($DOCKER_HOST, else the default socket).
+func engineHost(configured string, getenv func(string) string) (string, error) {
+	if configured != "" {
+		return configured, nil
+	}
+	if v := getenv("WRANGLER_DOCKER_HOST"); v != "" {
+		host, err := config.EngineHost(v)
+		if err != nil {
+			return "", fmt.Errorf("WRANGLER_DOCKER_HOST: %w", err)
+		}
+		return host, nil
+	}
+	return "", nil
 }
 
 // imageRef names img for the class's containers: its tag in repo (what

@@ -271,3 +271,29 @@ func TestImageRef(t *testing.T) {
 		}
 	}
 }
+
+func TestEngineHost(t *testing.T) {
+	env := func(vars map[string]string) func(string) string { return func(k string) string { return vars[k] } }
+	for _, c := range []struct {
+		name       string
+		configured string
+		env        map[string]string
+		want, err  string
+	}{
+		{"the config first", "unix:///a.sock", map[string]string{"WRANGLER_DOCKER_HOST": "unix:///b.sock"}, "unix:///a.sock", ""},
+		{"then WRANGLER_DOCKER_HOST", "", map[string]string{"WRANGLER_DOCKER_HOST": "/b.sock", "DOCKER_HOST": "unix:///c.sock"}, "unix:///b.sock", ""},
+		{"then the Docker client's own", "", map[string]string{"DOCKER_HOST": "unix:///c.sock"}, "", ""},
+		{"a bad WRANGLER_DOCKER_HOST", "", map[string]string{"WRANGLER_DOCKER_HOST": "docker.sock"}, "", "WRANGLER_DOCKER_HOST"},
+	} {
+		got, err := engineHost(c.configured, env(c.env))
+		if c.err != "" {
+			if err == nil || !strings.Contains(err.Error(), c.err) {
+				t.Errorf("%s: err %v, want one naming %s", c.name, err, c.err)
+			}
+			continue
+		}
+		if err != nil || got != c.want {
+			t.Errorf("%s: %q, %v; want %q", c.name, got, err, c.want)
+		}
+	}
+}

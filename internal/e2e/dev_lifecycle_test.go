@@ -471,3 +471,33 @@ func TestDevMaxInstancesConcurrentColdStarts(t *testing.T) {
 	}
 	app.stopAndCheckGone(t, p)
 }
+
+// TestDevContainerEngineFromConfig: dev.container_engine names the engine,
+// as in wrangler, over a DOCKER_HOST that points nowhere.
+func TestDevContainerEngineFromConfig(t *testing.T) {
+	engine := os.Getenv("DOCKER_HOST")
+	if engine == "" {
+		engine = "unix:///var/run/docker.sock"
+	}
+	app := copyExample(t, "stateless")
+	editFile(t, filepath.Join(app.dir, "wrangler.jsonc"), `"compatibility_date": "2025-11-17",`,
+		fmt.Sprintf(`"compatibility_date": "2025-11-17",
+  "dev": { "container_engine": { "localDocker": { "socketPath": %q } } },`, engine))
+	t.Setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+	t.Setenv("WRANGLER_DOCKER_HOST", "")
+	p := app.start(t)
+	if status, body := call(t, http.MethodGet, p.url+"/instance/engine", "", nil); status != http.StatusOK {
+		t.Fatalf("GET /instance/engine = %d %q", status, body)
+	}
+	app.stopAndCheckGone(t, p)
+
+	// Without it, DOCKER_HOST decides: berth dev says the engine is not
+	// reachable, and where it looked.
+	editFile(t, filepath.Join(app.dir, "wrangler.jsonc"), fmt.Sprintf(`"socketPath": %q`, engine), `"socketPath": "/nonexistent/other.sock"`)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, buildBerth(t), "dev", app.dir, "--port", "0").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "the Docker engine is not reachable") || !strings.Contains(string(out), "/nonexistent/other.sock") {
+		t.Errorf("berth dev with an engine that is not there = %v:\n%s\nwant an error naming the socket", err, out)
+	}
+}

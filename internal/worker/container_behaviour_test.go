@@ -639,7 +639,7 @@ func TestContainerClassAlarmCadence(t *testing.T) {
 		t.Fatalf("first request: %d %s", code, b)
 	}
 	deadline := e.clk.Now().Add(5 * time.Second).UnixMilli() // sleepAfter 5 s
-	e.step("WEB", "c", time.Second)                             // the alarm the start set
+	e.step("WEB", "c", time.Second)                          // the alarm the start set
 	var at *float64
 	e.call(&at, "WEB", "c", "alarmAt")
 	if at == nil {
