@@ -500,6 +500,10 @@ func requestURL(r *http.Request) string {
 	return scheme + "://" + r.Host + target
 }
 
+// copyBuffers are copyBody's buffers: one a response, 32 KiB each, would
+// otherwise be most of what a proxied request allocates.
+var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
 // copyBody streams a host body (an outbound fetch's response or the
 // incoming request's body) to the client with a fixed buffer, flushing each
 // chunk so that streamed responses stay streamed.
@@ -509,7 +513,9 @@ func copyBody(rw http.ResponseWriter, body io.ReadCloser, head bool) error {
 		return nil
 	}
 	flusher, _ := rw.(http.Flusher)
-	buf := make([]byte, 32<<10)
+	bp := copyBuffers.Get().(*[]byte)
+	defer copyBuffers.Put(bp)
+	buf := *bp
 	for {
 		n, err := body.Read(buf)
 		if n > 0 {
