@@ -579,16 +579,14 @@ func (e *scriptError) Error() string { return e.text }
 func (e *scriptError) Unwrap() error { return ErrScript }
 
 // handlerBody is an incoming request's body as the runtime sees it.
-// net/http lets nothing use a request body once the handler has returned:
-// a Close from the runtime after that (endRequest closes what a script
-// left unread) can read the body to its end and start the server's
-// background read after the server has ended it, and the server's next
-// read of the connection then panics ("invalid concurrent Body.Read
-// call"). detach, run as the handler returns, cuts the runtime off.
+// net/http lets nothing use a request body once the handler has returned,
+// and with full duplex on it must be closed before then (golang/go#68560):
+// detach, run as the handler returns, cuts the runtime off and closes it.
 type handlerBody struct {
 	mu   sync.Mutex // held through each Read and Close
 	rc   io.ReadCloser
 	gone bool
+	eof  bool // a Read reached the end
 }
 
 // errBodyGone is what the runtime reads from a body whose request is over.
@@ -600,26 +598,47 @@ func (b *handlerBody) Read(p []byte) (int, error) {
 	if b.gone {
 		return 0, errBodyGone
 	}
-	return b.rc.Read(p)
+	n, err := b.rc.Read(p)
+	if err == io.EOF {
+		b.eof = true
+	}
+	return n, err
 }
 
+// Close only cuts the runtime off; detach closes the body itself, on the
+// handler's goroutine. Closed here, on the runtime's, the body's end
+// would start the server's background read of the connection just as the
+// handler may be returning, and a read deadline detach sets would then
+// break that read and with it the connection.
 func (b *handlerBody) Close() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.gone {
-		return nil
-	}
-	return b.rc.Close()
+	b.gone = true
+	return nil
 }
 
-// detach waits out a Read or Close in progress (a Read blocked on the
-// client is ended by a read deadline in the past: the client has its
-// response) and makes later ones do nothing.
+// detach cuts the runtime off the body and closes it, as the handler
+// returns. A Read blocked on the client is ended by a read deadline in the
+// past (the client has its response). The close happens here, on the
+// handler's goroutine, because with full duplex on, the server's own close
+// after the handler reads the body to its end and starts a background
+// read that races its read of the next request, which panics
+// (golang/go#68560); here the server can still stop that read. A body not
+// read to its end is closed under a past read deadline too: what of it has
+// arrived is read, and when the rest has not, the server closes the
+// connection instead of waiting for an upload nobody reads.
 func (b *handlerBody) detach(rw http.ResponseWriter) {
+	rc := http.NewResponseController(rw)
 	if !b.mu.TryLock() {
-		_ = http.NewResponseController(rw).SetReadDeadline(time.Now())
+		_ = rc.SetReadDeadline(time.Now())
 		b.mu.Lock()
 	}
 	b.gone = true
+	if !b.eof {
+		// Not once the end was read: the server's background read is
+		// running then, and a deadline would break it.
+		_ = rc.SetReadDeadline(time.Now())
+	}
+	_ = b.rc.Close()
 	b.mu.Unlock()
 }
