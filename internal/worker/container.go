@@ -719,14 +719,11 @@ func (w *Worker) serveObject(rw http.ResponseWriter, r *http.Request, target str
 	if err != nil {
 		return err
 	}
-	hd, o, err := w.getObject(r.Context(), id)
+	o, release, err := w.getObject(r.Context(), id)
 	if err != nil {
 		return err
 	}
-	defer hd.Release()
-	if o.ct != nil {
-		defer o.ct.mgr.Hold(o.ct.owner)()
-	}
+	defer release()
 	return w.serve(rw, r, "", o)
 }
 

@@ -418,9 +418,9 @@ func (w *Worker) targetID(target string) (actor.ID, error) {
 // maxTargets bounds Worker.targets; past it the map starts again.
 const maxTargets = 1024
 
-// getObject returns a Handle on the live object id, activating it, and
-// the object; the caller releases the Handle.
-func (w *Worker) getObject(ctx context.Context, id actor.ID) (*actor.Handle, *object, error) {
+// getObject returns the live object id, activating it, held until the
+// caller calls release (see holdObject).
+func (w *Worker) getObject(ctx context.Context, id actor.ID) (o *object, release func(), err error) {
 	host, err := w.objectHost()
 	if err != nil {
 		return nil, nil, err
@@ -434,20 +434,28 @@ func (w *Worker) getObject(ctx context.Context, id actor.ID) (*actor.Handle, *ob
 		hd.Release()
 		return nil, nil, fmt.Errorf("durable object %s is not a JavaScript object", id)
 	}
-	return hd, o, nil
+	return o, holdObject(hd, o), nil
+}
+
+// holdObject is the release of hd, a Handle on o, that also keeps o's
+// container busy until it runs: a request to the object is container
+// activity.
+func holdObject(hd *actor.Handle, o *object) func() {
+	if o.ct == nil {
+		return hd.Release
+	}
+	done := o.ct.mgr.Hold(o.ct.owner)
+	return func() { done(); hd.Release() }
 }
 
 // callObject is the caller's side of an RPC call: it gets the live object
 // (activating it), delivers the call in the object's runtime and waits.
 func (w *Worker) callObject(ctx context.Context, id actor.ID, method string, payload []byte, tag string) callResult {
-	hd, o, err := w.getObject(ctx, id)
+	o, release, err := w.getObject(ctx, id)
 	if err != nil {
 		return callResult{err: err}
 	}
-	defer hd.Release()
-	if o.ct != nil {
-		defer o.ct.mgr.Hold(o.ct.owner)() // a request to the object is container activity
-	}
+	defer release()
 	return o.deliver(ctx, func(callID int) {
 		o.rt.call("__berth_do_call", o.jsID, callID, method, payload, objectTag(tag, o))
 	})
@@ -478,14 +486,9 @@ func (rt *runtime) localObject(w *Worker, target string) any {
 		hd.Release()
 		return nil
 	}
-	release := hd.Release
-	if o.ct != nil {
-		done := o.ct.mgr.Hold(o.ct.owner) // a request to the object is container activity
-		release = func() { done(); hd.Release() }
-	}
 	w.localFetches.Add(1)
 	rt.nextHold++
-	rt.holds[rt.nextHold] = release
+	rt.holds[rt.nextHold] = holdObject(hd, o)
 	return strconv.Itoa(o.jsID) + " " + strconv.Itoa(rt.nextHold) + " " + o.label
 }
 
@@ -498,7 +501,7 @@ func (w *Worker) roundTripObject(target string, req *http.Request) (*http.Respon
 	if err != nil {
 		return nil, err
 	}
-	hd, o, err := w.getObject(req.Context(), id)
+	o, release, err := w.getObject(req.Context(), id)
 	if err != nil {
 		return nil, err
 	}
@@ -506,14 +509,9 @@ func (w *Worker) roundTripObject(target string, req *http.Request) (*http.Respon
 		req.Header.Set("Content-Length", fmt.Sprint(req.ContentLength))
 	}
 	pr := newPipeResponse()
-	release := func() {}
-	if o.ct != nil {
-		release = o.ct.mgr.Hold(o.ct.owner) // until the response body is sent
-	}
 	go func() {
 		err := w.serve(pr, req, "", o)
-		release()
-		hd.Release()
+		release() // once the response body is sent
 		pr.finish(err)
 	}()
 	return pr.response(req)
