@@ -382,11 +382,12 @@ func (w *Worker) serve(rw http.ResponseWriter, r *http.Request, entrypoint strin
 		// A Worker that streams the request body upstream may answer before
 		// the upload ends; HTTP/1 needs full duplex for that. Writers that
 		// cannot do it (tests' recorders) just return an error.
-		_ = http.NewResponseController(rw).EnableFullDuplex()
+		ctl := http.NewResponseController(rw)
+		_ = ctl.EnableFullDuplex()
 		if obj == nil {
 			body := &handlerBody{rc: r.Body}
-			defer body.detach(rw)
-			r = r.Clone(r.Context()) // the caller's Request keeps its own Body
+			defer body.detach(ctl)
+			r = r.WithContext(r.Context()) // a shallow copy: the caller's Request keeps its own Body
 			r.Body = body
 			req.r = r
 		}
@@ -627,17 +628,16 @@ func (b *handlerBody) Close() error {
 // read to its end is closed under a past read deadline too: what of it has
 // arrived is read, and when the rest has not, the server closes the
 // connection instead of waiting for an upload nobody reads.
-func (b *handlerBody) detach(rw http.ResponseWriter) {
-	rc := http.NewResponseController(rw)
+func (b *handlerBody) detach(ctl *http.ResponseController) {
 	if !b.mu.TryLock() {
-		_ = rc.SetReadDeadline(time.Now())
+		_ = ctl.SetReadDeadline(time.Now())
 		b.mu.Lock()
 	}
 	b.gone = true
 	if !b.eof {
 		// Not once the end was read: the server's background read is
 		// running then, and a deadline would break it.
-		_ = rc.SetReadDeadline(time.Now())
+		_ = ctl.SetReadDeadline(time.Now())
 	}
 	_ = b.rc.Close()
 	b.mu.Unlock()
