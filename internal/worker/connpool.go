@@ -21,7 +21,7 @@ import (
 // response may start before the body is sent, go to next.
 type connPool struct {
 	dial func(ctx context.Context) (net.Conn, error)
-	next http.RoundTripper
+	next *http.Transport
 	now  func() time.Time
 
 	mu     sync.Mutex
@@ -126,11 +126,7 @@ func (p *connPool) roundTrip(pc *poolConn, req *http.Request) (_ *http.Response,
 	}
 	reusable := !resp.Close && !req.Close && resp.StatusCode != http.StatusSwitchingProtocols
 	if resp.Body == http.NoBody { // HEAD, 204, 304, Content-Length: 0
-		if stop() && reusable {
-			p.put(pc)
-		} else {
-			pc.conn.Close()
-		}
+		p.release(pc, stop() && reusable)
 		return resp, true, nil
 	}
 	resp.Body = &poolBody{body: resp.Body, pool: p, pc: pc, stop: stop, reusable: reusable, ctx: ctx}
@@ -168,7 +164,13 @@ func (p *connPool) get(ctx context.Context) (pc *poolConn, reused bool, err erro
 }
 
 // put keeps pc for the next request, or closes it.
-func (p *connPool) put(pc *poolConn) {
+// release gives pc back to the pool when reuse says it can carry another
+// request, and closes it otherwise.
+func (p *connPool) release(pc *poolConn, reuse bool) {
+	if !reuse {
+		pc.conn.Close()
+		return
+	}
 	pc.used = p.now()
 	p.mu.Lock()
 	if p.closed || len(p.idle) >= containerPoolIdle {
@@ -191,9 +193,7 @@ func (p *connPool) close() {
 	for _, pc := range idle {
 		pc.conn.Close()
 	}
-	if c, ok := p.next.(interface{ CloseIdleConnections() }); ok {
-		c.CloseIdleConnections()
-	}
+	p.next.CloseIdleConnections()
 }
 
 // poolBody is a response body that gives its connection back to the pool
@@ -229,10 +229,6 @@ func (b *poolBody) Close() error {
 func (b *poolBody) done(atEOF bool) {
 	b.once.Do(func() {
 		stopped := b.stop() // false: the context ended and set a deadline
-		if atEOF && b.reusable && stopped {
-			b.pool.put(b.pc)
-			return
-		}
-		b.pc.conn.Close()
+		b.pool.release(b.pc, atEOF && b.reusable && stopped)
 	})
 }
