@@ -509,11 +509,11 @@ func (w *Worker) roundTripObject(target string, req *http.Request) (*http.Respon
 		req.Header.Set("Content-Length", fmt.Sprint(req.ContentLength))
 	}
 	pr := newPipeResponse()
-	go func() {
+	hostTasks.Go(func() {
 		err := w.serve(pr, req, "", o)
 		release() // once the response body is sent
 		pr.finish(err)
-	}()
+	})
 	return pr.response(req)
 }
 
@@ -662,7 +662,7 @@ func (rt *runtime) durableOp(op string, a []any) (result any, err error, ok bool
 		}
 		payload, _ := argBytes(a, 5)
 		rt.loop.Hold()
-		go func() {
+		hostTasks.Go(func() {
 			r := w.callObject(rt.ctx, id, method, payload, tag)
 			rt.loop.Post(func() {
 				rt.loop.Release()
@@ -672,7 +672,7 @@ func (rt *runtime) durableOp(op string, a []any) (result any, err error, ok bool
 				}
 				rt.settle(op, nil, r.ok, r.payload)
 			})
-		}()
+		})
 		return nil, nil, true
 	case "doResult":
 		id := argInt(a, 0)

@@ -439,13 +439,13 @@ func (rt *runtime) settle(op int, err error, values ...any) {
 // async runs work off the loop and settles op with its result on the loop.
 func (rt *runtime) async(op int, work func() ([]any, error)) {
 	rt.loop.Hold()
-	go func() {
+	hostTasks.Go(func() {
 		vals, err := work()
 		rt.loop.Post(func() {
 			rt.loop.Release()
 			rt.settle(op, err, vals...)
 		})
-	}()
+	})
 }
 
 func (rt *runtime) finish(req *request, err error) {
@@ -950,7 +950,7 @@ func (rt *runtime) fetch(a []any) {
 		do = func(req *http.Request) (*http.Response, error) { return rt.cfg.owner.roundTripObject(target, req) }
 	}
 	rt.loop.Hold()
-	go func() {
+	hostTasks.Go(func() {
 		resp, err := doFetch(ctx, do, method, url, headers, body, size)
 		rt.loop.Post(func() {
 			rt.loop.Release()
@@ -984,7 +984,7 @@ func (rt *runtime) fetch(a []any) {
 			}
 			rt.settle(op, nil, resp.StatusCode, statusText, flat, handle, final, final != url)
 		})
-	}()
+	})
 }
 
 // remoteErrorMark starts the text of a settled fetch error that is an
