@@ -925,17 +925,19 @@
   // can proxy the request at once (its [PROXY_NOW]): no subclass code sees
   // the request or the response, so the caller's request goes to the
   // container and the container's response comes back without the copies
-  // a handler's request and response need. null when it cannot.
+  // a handler's request and response need. null when it cannot. The
+  // round trip is the object's (tag), but as no script of the object's
+  // runs, Go is not told of the switches (runQuiet).
   const proxyNow = Symbol.for("berth.proxyNow");
-  function proxyNowFetch(rec, req, flat, url, hold, caller, tag) {
-    B.tag = tag;
-    let p;
+  const startProxy = (rec, req, flat) => {
     try {
-      p = rec.instance[proxyNow](req, flat);
+      return rec.instance[proxyNow](req, flat);
     } catch (e) {
-      p = Promise.reject(e);
+      return Promise.reject(e);
     }
-    B.tag = caller;
+  };
+  function proxyNowFetch(rec, req, flat, url, hold, caller, tag) {
+    const p = B.runQuiet(tag, startProxy, rec, req, flat);
     if (p === null) return null;
     return p.then((res) => {
       host("doLocalEnd", hold);
@@ -943,6 +945,7 @@
       return B.rehomeResponse(res, url);
     }, (e) => {
       host("doLocalEnd", hold);
+      B.tag = tag;
       B.log("error")("uncaught exception in fetch handler", e);
       B.tag = caller;
       throw B.remoteError(errText(e));

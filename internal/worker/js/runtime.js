@@ -59,7 +59,7 @@
     if (stopped.has(currentTag)) return { id, promise: new Promise(() => {}) };
     const n = arguments.length, all = n > 8 ? [op, id, ...Array.prototype.slice.call(arguments, 1)] : null;
     const promise = new Promise((resolve, reject) => {
-      ops.set(id, { resolve, reject, tag: currentTag });
+      ops.set(id, { resolve, reject, tag: currentTag, quiet });
       try { callWith(host, n + 1, op, id, a, b, c, d, e, f, h, all); } catch (err) { ops.delete(id); reject(err); }
     });
     return { id, promise };
@@ -68,7 +68,7 @@
     const p = ops.get(id);
     if (!p) return; // aborted meanwhile
     ops.delete(id);
-    setTag(p.tag);
+    if (p.quiet) currentTag = p.tag; else setTag(p.tag);
     if (ok) p.resolve(values); else p.reject(new TypeError(values[0]));
   };
   const cancelOp = (id) => ops.delete(id);
@@ -103,6 +103,23 @@
   function setTag(t) {
     currentTag = t;
     if (t !== reportedTag) { reportedTag = t; rawHost("tag", t); }
+  }
+  // runQuiet runs f(a, b, c) as request t without telling Go, for a stretch of
+  // berth's own code in which no script runs: the CPU it takes is not worth
+  // two calls into Go. The operations f starts remember t and settle under
+  // it quietly as well, so the reactions to them must setTag before any
+  // script runs.
+  let quiet = false;
+  function runQuiet(t, f, a, b, c) {
+    const tag = currentTag, was = quiet;
+    currentTag = t;
+    quiet = true;
+    try {
+      return f(a, b, c);
+    } finally {
+      currentTag = tag;
+      quiet = was;
+    }
   }
   // __berth_cancel(tag, reason) drops the work of a request Go stopped at a
   // limit: its timers are cleared and its pending operations fail now (Go
@@ -446,7 +463,7 @@
   define("AbortController", AbortController);
 
   g.__berth = { host, hostAsync, hostAsyncId, cancelOp, toU8, toHostBuffer, isBufferSource, utf8, decodeASCII, concatBytes, inspect, format, log, signalAbort,
-    get tag() { return currentTag; }, set tag(t) { setTag(t); },
+    get tag() { return currentTag; }, set tag(t) { setTag(t); }, runQuiet,
     // entered is the tag Go dispatched under: Go already charges it.
     entered(t) { currentTag = reportedTag = t; } };
 })(globalThis);
