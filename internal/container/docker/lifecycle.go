@@ -461,10 +461,12 @@ func (r *Runtime) Destroy(ctx context.Context, id string) error {
 
 // Pause implements container.Pauser. Pausing a paused container is a no-op.
 func (r *Runtime) Pause(ctx context.Context, id string) error {
+	done := r.hub.intend(id, true)
 	_, err := r.api.ContainerPause(ctx, id, client.ContainerPauseOptions{})
 	if err != nil && strings.Contains(err.Error(), "is already paused") {
-		return nil
+		err = nil
 	}
+	done(err == nil)
 	return wrapErr(fmt.Sprintf("pause container %s", shortID(id)), err)
 }
 
@@ -472,7 +474,9 @@ func (r *Runtime) Pause(ctx context.Context, id string) error {
 // paused is a no-op if it runs, ErrNotRunning if it does not.
 func (r *Runtime) Unpause(ctx context.Context, id string) error {
 	op := fmt.Sprintf("unpause container %s", shortID(id))
+	done := r.hub.intend(id, false)
 	_, err := r.api.ContainerUnpause(ctx, id, client.ContainerUnpauseOptions{})
+	done(err == nil || isNotPaused(err))
 	if err != nil && isNotPaused(err) {
 		res, ierr := r.api.ContainerInspect(ctx, id, client.ContainerInspectOptions{})
 		if ierr != nil {

@@ -55,6 +55,9 @@ type hub struct {
 	// may report one pause (or unpause) twice, once from its API handler
 	// and once from containerd's event, and a repeat is not a change.
 	paused map[string]bool
+	// intents are the pauses and unpauses berth asked for, which tell an
+	// engine's late echo of the previous one from a change (see pauseEcho).
+	intents map[string]pauseIntent
 	// held are exits with code 137 waiting briefly for an oom event, which
 	// the engine may report after the exit (its OOM and exit notices travel
 	// separate paths).
@@ -80,6 +83,7 @@ func newHub(r *Runtime, backoffMin, backoffMax time.Duration) *hub {
 		oomSeen:    make(map[string]bool),
 		killSeen:   make(map[string]bool),
 		paused:     make(map[string]bool),
+		intents:    make(map[string]pauseIntent),
 		held:       make(map[string]*heldExit),
 		subs:       make(map[*subscriber]struct{}),
 	}
@@ -268,6 +272,10 @@ func (h *hub) handle(ctx context.Context, m events.Message) {
 	case events.ActionPause, events.ActionUnPause:
 		pause := m.Action == events.ActionPause
 		h.mu.Lock()
+		if it, ok := h.intents[id]; ok && it.paused != pause && (it.until == 0 || m.TimeNano <= it.until) {
+			h.mu.Unlock()
+			return // the engine's late echo of the call before berth's last
+		}
 		prev, known := h.paused[id]
 		repeat := known && prev == pause
 		h.paused[id] = pause
@@ -288,6 +296,7 @@ func (h *hub) handle(ctx context.Context, m events.Message) {
 		delete(h.oomSeen, id)
 		delete(h.killSeen, id)
 		delete(h.paused, id)
+		delete(h.intents, id)
 		h.mu.Unlock()
 		if seen {
 			h.deliver(id, waitResult{exit: exit})
@@ -299,6 +308,43 @@ func (h *hub) handle(ctx context.Context, m events.Message) {
 		return
 	}
 	h.publish(ev)
+}
+
+// pauseEcho is how long after berth's pause (or unpause) of a container
+// the engine may still report the opposite. dockerd 20.10 reports a pause
+// from its API handler and again from containerd's notice if that finds
+// the container not marked paused; under load the notice comes after the
+// next unpause, so the engine reports pause, unpause, pause, unpause for
+// one pause and one unpause.
+const pauseEcho = 2 * time.Second
+
+// pauseIntent is berth's last pause (paused) or unpause of a container;
+// until is the engine time (ns) up to which events saying the opposite are
+// echoes, 0 while the call is in flight.
+type pauseIntent struct {
+	paused bool
+	until  int64
+}
+
+// intend records that berth is about to pause (or unpause) id; the
+// returned done reports how the engine answered.
+func (h *hub) intend(id string, paused bool) (done func(ok bool)) {
+	it := pauseIntent{paused: paused}
+	h.mu.Lock()
+	h.intents[id] = it
+	h.mu.Unlock()
+	return func(ok bool) {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		if cur, found := h.intents[id]; !found || cur != it {
+			return // a later call took over
+		}
+		if !ok {
+			delete(h.intents, id)
+			return
+		}
+		h.intents[id] = pauseIntent{paused: paused, until: time.Now().Add(pauseEcho).UnixNano()} // engine time: the engine runs on this host
+	}
 }
 
 // oomGrace is how long an exit by SIGKILL that nobody sent waits for the
