@@ -3,9 +3,12 @@ package cli
 import (
 	"bytes"
 	"errors"
+	"os"
 	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/berth-dev/berth/internal/testutil"
 )
 
 func run(t *testing.T, args ...string) (stdout, stderr string, err error) {
@@ -87,5 +90,31 @@ func TestDevProcessors(t *testing.T) {
 	})
 	if n := runtime.GOMAXPROCS(0); n != 2 {
 		t.Errorf("GOMAXPROCS=2: %d processors, want 2", n)
+	}
+}
+
+// berth container finds the engine as berth dev does without a config:
+// $WRANGLER_DOCKER_HOST before $DOCKER_HOST, and an engine that is not
+// there is reported with where it was looked for.
+func TestContainerListEngine(t *testing.T) {
+	engine := os.Getenv("DOCKER_HOST")
+	if engine == "" {
+		engine = "unix:///var/run/docker.sock"
+	}
+	t.Setenv("HOME", t.TempDir()) // no docker CLI context to fall back on
+	t.Setenv("DOCKER_HOST", "")
+	t.Setenv("WRANGLER_DOCKER_HOST", "unix:///nonexistent/berth-test.sock")
+	_, _, err := run(t, "container", "list")
+	if err == nil || !strings.Contains(err.Error(), "not reachable") || !strings.Contains(err.Error(), "/nonexistent/berth-test.sock") {
+		t.Fatalf("container list with no engine: err = %v, want one saying the engine at /nonexistent/berth-test.sock is not reachable", err)
+	}
+
+	t.Setenv("DOCKER_HOST", engine)
+	testutil.RequireDocker(t)
+	t.Setenv("WRANGLER_DOCKER_HOST", engine)
+	t.Setenv("DOCKER_HOST", "unix:///nonexistent/berth-test.sock")
+	out, _, err := run(t, "container", "list")
+	if err != nil || !strings.HasPrefix(out, "ID") {
+		t.Fatalf("container list with WRANGLER_DOCKER_HOST=%s over a bad DOCKER_HOST: %q, %v", engine, out, err)
 	}
 }

@@ -94,7 +94,7 @@ func runContainer(ctx context.Context, stdout, stderr io.Writer, log *slog.Logge
 	}
 	defer ln.Close()
 
-	rt, err := docker.New(docker.Options{Logger: log})
+	rt, err := openEngine(log)
 	if err != nil {
 		return err
 	}
@@ -108,7 +108,7 @@ func runContainer(ctx context.Context, stdout, stderr io.Writer, log *slog.Logge
 		Progress: stderr,
 	})
 	if err != nil {
-		return err
+		return engineError(err)
 	}
 	labels[container.LabelApp] = "berth-container-run"
 	inst, err := rt.Start(ctx, container.Spec{
@@ -217,14 +217,14 @@ func newContainerListCmd(stdout io.Writer, logger func() *slog.Logger) *cobra.Co
 		Short:   "List the containers berth manages",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			rt, err := docker.New(docker.Options{Logger: logger()})
+			rt, err := openEngine(logger())
 			if err != nil {
 				return err
 			}
 			defer rt.Close()
 			list, err := rt.List(cmd.Context(), nil)
 			if err != nil {
-				return err
+				return engineError(err)
 			}
 			tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "ID\tSTATE\tAPP\tCLASS\tOBJECT\tIMAGE")
@@ -235,6 +235,25 @@ func newContainerListCmd(stdout io.Writer, logger func() *slog.Logger) *cobra.Co
 			return tw.Flush()
 		},
 	}
+}
+
+// openEngine connects to the Docker engine berth dev would use with no
+// dev.container_engine in a config: $WRANGLER_DOCKER_HOST, $DOCKER_HOST,
+// the docker CLI's current context, the default socket.
+func openEngine(log *slog.Logger) (*docker.Runtime, error) {
+	host, err := docker.ResolveHost("", os.Getenv)
+	if err != nil {
+		return nil, err
+	}
+	return docker.New(docker.Options{Host: host, Logger: log})
+}
+
+// engineError says where the engine was looked for when it is not there.
+func engineError(err error) error {
+	if errors.Is(err, container.ErrUnavailable) {
+		return fmt.Errorf("the Docker engine is not reachable ($WRANGLER_DOCKER_HOST, $DOCKER_HOST or the docker CLI's context choose it): %w", err)
+	}
+	return err
 }
 
 func state(in container.Instance) string {
