@@ -20,7 +20,6 @@ import (
 	"mime"
 	"mime/multipart"
 	"net/http"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -976,8 +975,12 @@ func (rt *runtime) fetch(a []any) {
 				return
 			}
 			flat := flattenHeaders(resp.Header)
-			statusText := strings.TrimSpace(strings.TrimPrefix(resp.Status, strconv.Itoa(resp.StatusCode)))
-			final := resp.Request.URL.String()
+			_, statusText, _ := strings.Cut(resp.Status, " ") // "200 OK"
+			statusText = strings.TrimSpace(statusText)
+			final := url
+			if resp.Request.Response != nil { // redirected
+				final = resp.Request.URL.String()
+			}
 			handle := rt.addBody(&cancelOnClose{resp.Body, cancel}, resp.ContentLength, argString(a, 6))
 			if lb, ok := resp.Body.(*lostBody); ok {
 				rt.bodies[handle].ended = lb.ended

@@ -381,10 +381,26 @@ func (rt *runtime) fetchWebSocket(op int, url string, headers []string, tag, tar
 }
 
 func flattenHeaders(h http.Header) string {
-	var flat strings.Builder
+	size := 0
 	for name, vs := range h {
 		for _, v := range vs {
-			flat.WriteString(strings.ToLower(name) + "\n" + v + "\n")
+			size += len(name) + len(v) + 2
+		}
+	}
+	var flat strings.Builder
+	flat.Grow(size)
+	for name, vs := range h {
+		for _, v := range vs {
+			for i := 0; i < len(name); i++ { // ASCII: the names Go parsed are tokens
+				c := name[i]
+				if 'A' <= c && c <= 'Z' {
+					c += 'a' - 'A'
+				}
+				flat.WriteByte(c)
+			}
+			flat.WriteByte('\n')
+			flat.WriteString(v)
+			flat.WriteByte('\n')
 		}
 	}
 	return flat.String()
