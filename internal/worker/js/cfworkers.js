@@ -573,15 +573,15 @@ export class Container extends DurableObject {
   #healthy() { return this.#state !== null && this.#state.status === "healthy" && this.container.running; }
 
   // [PROXY_NOW] is what fetch(request) does when no code of a subclass can
-  // see the request or the response: the class's own fetch and
-  // containerFetch, a healthy container, no target port header. The
-  // runtime's stub.fetch in the same runtime then hands over the caller's
-  // request and the container's response as they are, instead of a copy
-  // each way. null: take the long way. flat: the request's headers in wire
-  // form.
+  // see the request or the response, or run on the way: the class's own
+  // fetch, containerFetch and renewActivityTimeout, a healthy container,
+  // no target port header. The runtime's stub.fetch in the same runtime
+  // then hands over the caller's request and the container's response as
+  // they are, instead of a copy each way. null: take the long way. flat:
+  // the request's headers in wire form.
   [PROXY_NOW](request, flat) {
-    if (this.fetch !== ownFetch || this.containerFetch !== ownContainerFetch || this.defaultPort === undefined ||
-      !this.#healthy() || globalThis.__berth.hasFlat(flat, TARGET_PORT_HEADER)) return null;
+    if (this.fetch !== ownFetch || this.containerFetch !== ownContainerFetch || this.renewActivityTimeout !== ownRenew ||
+      this.defaultPort === undefined || !this.#healthy() || globalThis.__berth.hasFlat(flat, TARGET_PORT_HEADER)) return null;
     return this.#proxy(request, this.defaultPort);
   }
 
@@ -715,7 +715,8 @@ export class Container extends DurableObject {
 }
 // A subclass that overrides fetch or containerFetch gets its requests
 // through it.
-const ownFetch = Container.prototype.fetch, ownContainerFetch = Container.prototype.containerFetch;
+const ownFetch = Container.prototype.fetch, ownContainerFetch = Container.prototype.containerFetch,
+  ownRenew = Container.prototype.renewActivityTimeout;
 
 export function getContainer(binding, name = "cf-singleton-container") {
   return binding.get(binding.idFromName(name));
