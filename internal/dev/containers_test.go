@@ -127,6 +127,23 @@ func TestContainerPackageNPM(t *testing.T) {
 	testContainerClass(t, dir, "", "containers-npm")
 }
 
+// Apps pinned to an older release of the package run too (0.1.1, the
+// lock file in older/).
+func TestContainerPackageNPMOlder(t *testing.T) {
+	dir := containerProject(t)
+	for _, name := range []string{"package.json", "package-lock.json"} {
+		data, err := os.ReadFile(filepath.Join(dir, "older", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	npmCI(t, dir)
+	testContainerClass(t, dir, "", "containers-npm")
+}
+
 func TestContainerPackageBuiltin(t *testing.T) {
 	testContainerClass(t, containerProject(t), "builtin.jsonc", "containers-builtin")
 }
