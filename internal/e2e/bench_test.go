@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -36,7 +37,10 @@ import (
 //     without limits;
 //   - warm: a closed-loop load of GET /instance/warm through berth against
 //     the same load on the published port of two direct containers, one
-//     with berth's limits and one without, at 2 and 8 connections.
+//     with berth's limits and one without, at 2 and 8 connections; and
+//     through `berth container run` (a Go reverse proxy to a container of
+//     the image, reached as berth dev reaches its containers), which
+//     shows what the path costs without its JavaScript.
 //
 // Both run for the example's instance type (lite) and for standard-3,
 // which no CPU quota holds back here.
@@ -122,6 +126,7 @@ func benchExample(t *testing.T, instanceType string) {
 		}
 		return ids
 	}()
+	proxy, proxyIDs := startGoProxy(t, app, image, instanceType)
 	perRequest := func(d time.Duration, r loadgen.Result) string {
 		if d < 0 {
 			return "n/a"
@@ -143,6 +148,14 @@ func benchExample(t *testing.T, instanceType string) {
 		}
 		t.Logf("warm, %d connections: berth dev %s; CPU time a request: berth %s, its container %s", conns, viaBerth,
 			perRequest(used[0], viaBerth), perRequest(used[1], viaBerth))
+		opts.URL = proxy.url + "/instance/warm"
+		viaProxy, used := loadWithCPU(ctx, t, opts, func() time.Duration { return processCPU(t, proxy.cmd.Process.Pid) },
+			func() time.Duration { return containerCPU(proxyIDs) })
+		if viaProxy.Errors > 0 {
+			t.Fatalf("berth container run at %d connections: %d errors, first: %v", conns, viaProxy.Errors, viaProxy.FirstError)
+		}
+		t.Logf("warm, %d connections: the same path without JavaScript (berth container run): %s; CPU time a request: berth %s, its container %s",
+			conns, viaProxy, perRequest(used[0], viaProxy), perRequest(used[1], viaProxy))
 		for i, d := range directs {
 			opts.URL = urls[i]
 			viaDirect, used := loadWithCPU(ctx, t, opts, func() time.Duration { return containerCPU(directIDs[i : i+1]) })
@@ -150,11 +163,30 @@ func benchExample(t *testing.T, instanceType string) {
 				t.Fatalf("%s at %d connections: %d errors, first: %v", d.name, conns, viaDirect.Errors, viaDirect.FirstError)
 			}
 			t.Logf("warm, %d connections: %s: %s; its container's CPU time a request %s", conns, d.name, viaDirect, perRequest(used[0], viaDirect))
-			t.Logf("warm, %d connections: against %s, berth adds %s at p50 (target <= 0.5 ms), %s at p99; keeps %.0f%% of its req/s (target >= 50%%)",
-				conns, d.name, ms(viaBerth.P50-viaDirect.P50), ms(viaBerth.P99-viaDirect.P99), 100*viaBerth.RPS()/viaDirect.RPS())
+			t.Logf("warm, %d connections: against %s, berth adds %s at p50 (target <= 0.5 ms), %s at p99; keeps %.0f%% of its req/s (target >= 50%%); berth container run (no JavaScript) adds %s at p50 and keeps %.0f%%",
+				conns, d.name, ms(viaBerth.P50-viaDirect.P50), ms(viaBerth.P99-viaDirect.P99), 100*viaBerth.RPS()/viaDirect.RPS(),
+				ms(viaProxy.P50-viaDirect.P50), 100*viaProxy.RPS()/viaDirect.RPS())
 		}
 	}
+	proxy.stop(t, syscall.SIGTERM)
 	app.stopAndCheckGone(t, p)
+}
+
+// startGoProxy serves image through `berth container run` with the
+// instance type's limits, on one processor as berth dev runs: the same
+// container reached the same way (berth dials inside its network
+// namespace), through a Go reverse proxy with no Worker and no Durable
+// Object, which shows what the JavaScript of the path costs. It returns
+// the process and the container's ID.
+func startGoProxy(t *testing.T, app *exampleApp, image, instanceType string) (*berthProcess, []string) {
+	t.Helper()
+	t.Setenv("GOMAXPROCS", "1") // what berth dev sets for itself
+	p := startBerth(t, app.dir, "container", "run", "--instance-type", instanceType, "--listen", "127.0.0.1:0", image)
+	list, err := app.rt.List(context.Background(), map[string]string{labelRun: app.run, container.LabelApp: "berth-container-run"})
+	if err != nil || len(list) != 1 {
+		t.Fatalf("the container of berth container run: %+v, %v", list, err)
+	}
+	return p, []string{list[0].ID}
 }
 
 // loadWithCPU runs the load of opts and returns, for each counter, what
