@@ -380,14 +380,22 @@ func (rt *runtime) fetchWebSocket(op int, url string, headers []string, tag, tar
 	}()
 }
 
+// flattenHeaders is h in the wire form the runtime's JavaScript takes.
 func flattenHeaders(h http.Header) string {
+	var flat strings.Builder
+	writeFlatHeaders(&flat, h)
+	return flat.String()
+}
+
+// writeFlatHeaders writes h to flat as "name\nvalue\n" for each value,
+// with names in lower case.
+func writeFlatHeaders(flat *strings.Builder, h http.Header) {
 	size := 0
 	for name, vs := range h {
 		for _, v := range vs {
 			size += len(name) + len(v) + 2
 		}
 	}
-	var flat strings.Builder
 	flat.Grow(size)
 	for name, vs := range h {
 		for _, v := range vs {
@@ -403,5 +411,4 @@ func flattenHeaders(h http.Header) string {
 			flat.WriteByte('\n')
 		}
 	}
-	return flat.String()
 }

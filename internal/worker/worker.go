@@ -365,17 +365,11 @@ func (w *Worker) serve(rw http.ResponseWriter, r *http.Request, entrypoint strin
 	url := requestURL(r)
 	canonical := isCanonicalURL(url)
 	var flat strings.Builder
-	for name, vs := range r.Header {
-		lname := strings.ToLower(name)
-		for _, v := range vs {
-			flat.WriteString(lname)
-			flat.WriteByte('\n')
-			flat.WriteString(v)
-			flat.WriteByte('\n')
-		}
-	}
+	writeFlatHeaders(&flat, r.Header)
 	if r.Host != "" && r.Header.Get("Host") == "" {
-		flat.WriteString("host\n" + r.Host + "\n")
+		flat.WriteString("host\n")
+		flat.WriteString(r.Host)
+		flat.WriteByte('\n')
 	}
 	hasBody := r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0
 	if hasBody {
