@@ -172,12 +172,19 @@ func (s *surfaceApp) mustOp(obj, method string, args ...any) surfaceOp {
 	return r
 }
 
+// read decodes the JSON of the app's GET /<route>/<obj> into v, which
+// must answer 200.
+func (s *surfaceApp) read(route, obj string, v any) {
+	s.t.Helper()
+	if code := call(s.t, "GET", s.url+"/"+route+"/"+obj, v); code != 200 {
+		s.t.Fatalf("%s of %s: %d", route, obj, code)
+	}
+}
+
 func (s *surfaceApp) events(obj string) surfaceEvents {
 	s.t.Helper()
 	var ev surfaceEvents
-	if code := call(s.t, "GET", s.url+"/events/"+obj, &ev); code != 200 {
-		s.t.Fatalf("events of %s: %d", obj, code)
-	}
+	s.read("events", obj, &ev)
 	return ev
 }
 
@@ -185,9 +192,7 @@ func (s *surfaceApp) events(obj string) surfaceEvents {
 func (s *surfaceApp) running(obj string) bool {
 	s.t.Helper()
 	var running bool
-	if code := call(s.t, "GET", s.url+"/running/"+obj, &running); code != 200 {
-		s.t.Fatalf("running of %s: %d", obj, code)
-	}
+	s.read("running", obj, &running)
 	return running
 }
 
@@ -222,9 +227,7 @@ func (s *surfaceApp) echo(obj, method, query, body, form string, port int) testa
 func (s *surfaceApp) output(obj string) string {
 	s.t.Helper()
 	var id string
-	if code := call(s.t, "GET", s.url+"/id/"+obj, &id); code != 200 {
-		s.t.Fatalf("id of %s: %d", obj, code)
-	}
+	s.read("id", obj, &id)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	list, err := s.rt.List(ctx, map[string]string{container.LabelTest: "1", container.LabelApp: s.app, container.LabelObject: id})
