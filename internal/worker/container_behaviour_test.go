@@ -278,14 +278,20 @@ func TestContainerSetInactivityTimeout(t *testing.T) {
 	m, _ := fakeManager(t, clk, map[string]container.ClassConfig{"Raw": {}})
 	w := rawWorker(t, m)
 	owner := startRaw(t, w, "idle", nil)
-	body(t, w, "http://x/inactivity?name=idle&ms=5000")
-	clk.Advance(5*time.Second - time.Millisecond)
-	clk.Settle()
-	if !m.Running(owner) {
-		t.Fatal("stopped before the inactivity timeout passed")
+	// stopsAfterTimeout checks that the container runs until the 5 s
+	// timeout since now has passed, and stops then.
+	stopsAfterTimeout := func(since string) {
+		t.Helper()
+		clk.Advance(5*time.Second - time.Millisecond)
+		clk.Settle()
+		if !m.Running(owner) {
+			t.Fatalf("stopped sooner than the inactivity timeout after %s", since)
+		}
+		clk.Advance(time.Millisecond)
+		waitFor(t, "the container to stop after the inactivity timeout since "+since, func() bool { return !m.Running(owner) })
 	}
-	clk.Advance(time.Millisecond)
-	waitFor(t, "the idle container to stop", func() bool { return !m.Running(owner) })
+	body(t, w, "http://x/inactivity?name=idle&ms=5000")
+	stopsAfterTimeout("its last request")
 	if got := body(t, w, "http://x/monitor?name=idle"); got != "clean" {
 		t.Errorf("monitor() after the inactivity stop = %q, want clean", got)
 	}
@@ -304,13 +310,7 @@ func TestContainerSetInactivityTimeout(t *testing.T) {
 		t.Fatal("stopped while a connection to it was open")
 	}
 	body(t, w, "http://x/close?name=idle")
-	clk.Advance(5*time.Second - time.Millisecond)
-	clk.Settle()
-	if !m.Running(owner) {
-		t.Fatal("stopped sooner than the inactivity timeout after the connection closed")
-	}
-	clk.Advance(time.Millisecond)
-	waitFor(t, "the container to stop once the connection closed", func() bool { return !m.Running(owner) })
+	stopsAfterTimeout("the connection closed")
 }
 
 // TestContainerRefusedStartText: a start the Manager refuses because the
